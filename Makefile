@@ -1,0 +1,62 @@
+# Two commands do all set-up on a fresh machine:  `make intervene`  and  `make test`.
+# Each target creates the project virtualenv when missing and installs what it needs.
+#
+# GPU users: pick the torch build that matches the node, e.g.
+#   make intervene TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
+# (the default is the CPU wheel that these machines carry on disk).
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+ARGS   ?=
+RUNS   ?=
+
+PY   := $(VENV)/bin/python
+PIP  := $(PY) -m pip
+# DeepSpeed installs as pure Python; its ops JIT-compile on first use where a compiler is present.
+export DS_BUILD_OPS ?= 0
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup setup-test intervene sweep compare evaluate test test-all bench clean help
+
+help:
+	@echo "make intervene [ARGS='intervention=swap intervention.ratio=0.21']  run the pipeline (demo by default)"
+	@echo "make sweep [ARGS=...]                 Hydra multirun over ratios x directions, then compare"
+	@echo "make compare RUNS='dirA dirB ...'     one comparison table of any runs or a multirun folder"
+	@echo "make test                             the test suite (fast + slow)"
+	@echo "make bench                            benchmarks; figures in benchmarks/results/"
+
+$(VENV)/.torch:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+intervene: setup
+	$(PY) pipelines/intervene.py $(ARGS)
+
+sweep: setup
+	$(PY) pipelines/sweep.py $(ARGS)
+
+compare: setup
+	$(PY) pipelines/compare.py $(RUNS)
+
+test: setup-test
+	$(PY) -m pytest -q $(ARGS)
+
+bench: setup-test
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf outputs multirun .cache
