@@ -1,0 +1,33 @@
+"""Shared test fixtures. Real data lives beside the project in ../shared/data (never copied in);
+tests that need it skip with a message when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DEBIAS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def shared_path(relative: str) -> Path:
+    """Path to a file in ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: real data lives in ../shared/data (set DEBIAS_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def neox_tokenizer_path() -> Path:
+    """The real GPT-NeoX-20B tokenizer.json used by every Pythia model."""
+    return shared_path("tokenizers/gpt-neox-20b/tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} not found: real data lives in ../shared/data")
+    return SHARED_DATA
