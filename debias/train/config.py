@@ -1,0 +1,162 @@
+"""What to train (`TrainJob`) and how to train it (`TrainerConfig`).
+
+A `TrainJob` is the science: which model, which rows, which schedule. Treatment and control arms
+are the same `TrainJob` except for `stream`/`first_row`. A `TrainerConfig` is the machinery
+(engine, precision, micro-batching, checkpoint cadence), read from `conf/trainer/*.yaml`.
+Both are plain JSON-able dataclasses, so a launcher can hand them to worker processes in a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from debias.errors import UserError
+
+
+@dataclass
+class TrainJob:
+    """Continue `init` on rows of `stream` for global steps [start_step, end_step).
+
+    init: a Hugging Face GPT-NeoX folder, or a model configuration (`GPTNeoXConfig` or its HF
+        dict) for a random initialisation seeded by `seed` (pretraining from step 0).
+    stream: prefix of the stream holding the window's rows (`IndexedStream` path).
+    first_row: row index in `stream` of the first row of step `start_step`. The rewriter returns
+        `(RewriteResult.stream, RewriteResult.first_row)`; the control arm passes the original
+        stream and `window.start_row`. Step s reads rows
+        [first_row + (s - start_step) * batch_size, ... + batch_size).
+    start_step / end_step: global Pythia steps; the model at `init` has seen steps < start_step.
+    init_step: the step of the checkpoint the caller loaded into `init` (e.g. 133000 for
+        revision `step133000`); when given it must equal `start_step`.
+    batch_size / row_length: the stream geometry (1024 rows of 2049 tokens for Pythia).
+    peak_lr, total_steps, warmup_steps, min_lr_ratio: the schedule (see `schedule.lr_at`).
+    tokenizer: tokenizer.json copied into the final Hugging Face folder.
+    optimizer_state: a torch optimizer state_dict file (e.g. written by
+        `debias.model.neox_import` from GPT-NeoX ZeRO shards) to resume Adam's moments from;
+        None means a fresh Adam state (see `TrainerConfig.adam_warmup_steps`).
+    save_hf_at_steps: also save the model as a Hugging Face folder `<hf_dir>/step<N>/` after
+        N steps have been seen (N in (start_step, end_step]); `step<start_step>` saves `init`.
+    hf_dir: where those folders go (default `<run_dir>/checkpoints_hf`).
+    """
+
+    init: Any
+    stream: str
+    first_row: int
+    start_step: int
+    end_step: int
+    peak_lr: float
+    batch_size: int = 1024
+    row_length: int = 2049
+    total_steps: int = 143_000
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.1
+    seed: int = 1234
+    init_step: int | None = None
+    tokenizer: str | None = None
+    optimizer_state: str | None = None
+    save_hf_at_steps: list[int] = field(default_factory=list)
+    hf_dir: str | None = None
+
+    @classmethod
+    def for_window(cls, init, stream: str, first_row: int, window, geometry, peak_lr: float, **kw) -> "TrainJob":
+        """The job for a `debias.stream.Window` under a `Geometry`."""
+        return cls(
+            init=init, stream=str(stream), first_row=int(first_row),
+            start_step=window.start_step, end_step=window.end_step,
+            batch_size=geometry.batch_size, row_length=geometry.row_length,
+            total_steps=geometry.total_steps, peak_lr=peak_lr, **kw,
+        )
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        if not isinstance(self.init, (str, dict)):  # a GPTNeoXConfig
+            out["init"] = {"hf_config": self.init.to_hf_dict()}
+        elif isinstance(self.init, dict) and "hf_config" not in self.init:
+            out["init"] = {"hf_config": dict(self.init)}
+        out["save_hf_at_steps"] = sorted(int(s) for s in self.save_hf_at_steps)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "TrainJob":
+        return cls(**_known_fields(cls, data, "train job"))
+
+    @property
+    def num_steps(self) -> int:
+        return self.end_step - self.start_step
+
+
+@dataclass
+class TrainerConfig:
+    """Engine and loop settings (`conf/trainer/default.yaml` documents each key)."""
+
+    engine: str = "torch"                 # torch | deepspeed
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    micro_batch: int = 8                  # rows per forward/backward on one process
+    grad_accum: Any = "auto"              # int, or auto = batch_size / (micro_batch * world_size)
+    allow_batch_override: bool = False    # let the global batch differ from the stream geometry
+    checkpoint_every: int = 1000          # steps between checkpoints (one is always written at the end)
+    keep_last: int = 2                    # checkpoints kept in <run_dir>/checkpoints
+    optimizer: dict = field(default_factory=lambda: {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1})
+    grad_clip: float = 1.0
+    adam_warmup_steps: int = 0            # fresh Adam only: zero-lr steps that warm the moments
+    compile: bool = False                 # torch.compile the model (GPU)
+    activation_checkpointing: bool = False
+    log_every: int = 1                    # steps between metrics.jsonl lines
+    tensorboard: bool = True              # also log to <run_dir>/tensorboard when installed
+    peak_tflops: Any = "auto"             # device peak for MFU; auto = known GPUs, none on CPU
+    deterministic: Any = "auto"           # torch deterministic algorithms (auto: on for CPU)
+    progress: bool = True                 # tqdm progress bar
+    # DeepSpeed (engine: deepspeed) and multi-process launch
+    zero_stage: int = 1
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    hostfile: str | None = None
+    launcher: str = "torchrun"            # torchrun | deepspeed
+    master_port: int | None = None        # None: a free port
+    deepspeed: dict = field(default_factory=dict)  # extra keys merged into the DeepSpeed config
+
+    @classmethod
+    def from_any(cls, cfg: "TrainerConfig | Mapping | None") -> "TrainerConfig":
+        """From a TrainerConfig, a dict or an OmegaConf node (e.g. the Hydra `trainer` group)."""
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, cls):
+            return cfg
+        if not isinstance(cfg, Mapping):  # OmegaConf DictConfig
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        config = cls(**_known_fields(cls, cfg, "trainer config"))
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        choices = {"engine": ("torch", "deepspeed"), "precision": ("auto", "bf16", "fp16", "fp32"),
+                   "launcher": ("torchrun", "deepspeed"), "zero_stage": (0, 1, 2, 3)}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"trainer.{key}={getattr(self, key)!r}: not one of {list(allowed)}")
+        for key in ("micro_batch", "checkpoint_every", "keep_last", "log_every", "nproc_per_node", "nnodes"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise UserError(f"trainer.{key}={getattr(self, key)!r}: must be a positive integer")
+        if self.grad_accum != "auto" and (not isinstance(self.grad_accum, int) or self.grad_accum < 1):
+            raise UserError(f"trainer.grad_accum={self.grad_accum!r}: must be a positive integer or 'auto'")
+        if self.adam_warmup_steps < 0:
+            raise UserError(f"trainer.adam_warmup_steps={self.adam_warmup_steps}: must be >= 0")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+def _known_fields(cls, data: Mapping, what: str) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{what}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    return dict(data)
