@@ -1,0 +1,10 @@
+"""The pre-tokenized Pythia training stream: MMIDIDX read/write, steps <-> rows, windows, packing."""
+
+from debias.stream.mmidx import (
+    DTYPE_CODES,
+    IndexedStream,
+    StreamWriter,
+    dtype_for_vocab,
+)
+
+__all__ = ["DTYPE_CODES", "IndexedStream", "StreamWriter", "dtype_for_vocab"]
