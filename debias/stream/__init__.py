@@ -1,11 +1,16 @@
 """The pre-tokenized Pythia training stream: MMIDIDX read/write, steps <-> rows, windows, packing."""
 
 from debias.stream.geometry import Geometry, Window
+from debias.stream.hub import HUB_REPOS, download_stream
 from debias.stream.mmidx import (
     DTYPE_CODES,
     IndexedStream,
     StreamWriter,
     dtype_for_vocab,
 )
+from debias.stream.pack import pack_texts, read_documents
 
-__all__ = ["DTYPE_CODES", "Geometry", "IndexedStream", "StreamWriter", "Window", "dtype_for_vocab"]
+__all__ = [
+    "DTYPE_CODES", "HUB_REPOS", "Geometry", "IndexedStream", "StreamWriter", "Window",
+    "download_stream", "dtype_for_vocab", "pack_texts", "read_documents",
+]

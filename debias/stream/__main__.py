@@ -1,0 +1,3 @@
+from debias.stream.cli import main
+
+main()
