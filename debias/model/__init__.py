@@ -1,6 +1,28 @@
 """GPT-NeoX (the Pythia architecture) and its checkpoints: Hugging Face folders, the hub, and
 GPT-NeoX / DeepSpeed training checkpoints."""
 
+from debias.model.flops import (
+    ParameterCounts,
+    config_from_preset,
+    flops_per_token,
+    mfu,
+    parameter_counts,
+    peak_bf16_flops,
+    preset_accounting,
+)
 from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
+from debias.model.hub import pythia_checkpoint_steps, resolve_checkpoint
 
-__all__ = ["GPTNeoX", "GPTNeoXConfig"]
+__all__ = [
+    "GPTNeoX",
+    "GPTNeoXConfig",
+    "ParameterCounts",
+    "config_from_preset",
+    "flops_per_token",
+    "mfu",
+    "parameter_counts",
+    "peak_bf16_flops",
+    "preset_accounting",
+    "pythia_checkpoint_steps",
+    "resolve_checkpoint",
+]
