@@ -318,7 +318,7 @@ class StreamWriter:
         """Append a block of equal-length rows, shape [n, L]."""
         rows = np.asarray(rows)
         if rows.ndim != 2:
-            raise UserError(f"rows of shape {rows.shape}: append_rows takes a 2-D block [n, L]; "
+            raise UserError(f"{self.prefix}: rows of shape {rows.shape}; append_rows takes a 2-D block [n, L]; "
                             f"use append(row) for single rows")
         self._check_length(rows.shape[1])
         if rows.shape[0] == 0:
@@ -330,7 +330,7 @@ class StreamWriter:
         """Append one row (1-D); rows may differ in length unless `row_length` was given."""
         row = np.asarray(row)
         if row.ndim != 1:
-            raise UserError(f"row of shape {row.shape}: append takes a 1-D row; use append_rows for blocks")
+            raise UserError(f"{self.prefix}: a row of shape {row.shape}; append takes a 1-D row, use append_rows for blocks")
         self._check_length(row.shape[0])
         self._write(row)
         self._size_chunks.append(np.array([row.shape[0]], np.int32))
