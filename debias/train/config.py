@@ -38,6 +38,7 @@ class TrainJob:
     save_hf_at_steps: also save the model as a Hugging Face folder `<hf_dir>/step<N>/` after
         N steps have been seen (N in (start_step, end_step]); `step<start_step>` saves `init`.
     hf_dir: where those folders go (default `<run_dir>/checkpoints_hf`).
+    gelu: "tanh" (how Pythia trained) or "exact" overrides the folder's activation; None keeps it.
     """
 
     init: Any
@@ -57,6 +58,7 @@ class TrainJob:
     optimizer_state: str | None = None
     save_hf_at_steps: list[int] = field(default_factory=list)
     hf_dir: str | None = None
+    gelu: str | None = None
 
     @classmethod
     def for_window(cls, init, stream: str, first_row: int, window, geometry, peak_lr: float, **kw) -> "TrainJob":
@@ -98,7 +100,7 @@ class TrainerConfig:
     allow_batch_override: bool = False    # let the global batch differ from the stream geometry
     checkpoint_every: int = 1000          # steps between checkpoints (one is always written at the end)
     keep_last: int = 2                    # checkpoints kept in <run_dir>/checkpoints
-    optimizer: dict = field(default_factory=lambda: {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1})
+    optimizer: dict = field(default_factory=lambda: {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False})
     grad_clip: float = 1.0
     adam_warmup_steps: int = 0            # fresh Adam only: zero-lr steps that warm the moments
     compile: bool = False                 # torch.compile the model (GPU)

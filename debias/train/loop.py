@@ -1,24 +1,303 @@
-"""The train loop: one function that composes data, engine, checkpoints and metrics."""
+"""The train loop: continue a model on a window of a stream, composing the small parts of
+`debias.train` (data, engine, checkpoints, metrics) in one function that reads top to bottom."""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+import torch.distributed as dist
+
+from debias.errors import UserError
+from debias.io import write_json_atomic
+from debias.train.checkpoint import (JOB_RECORD, claim_run_dir, fingerprint, latest_checkpoint, load_checkpoint,
+                                     save_checkpoint)
 from debias.train.config import TrainerConfig, TrainJob
+from debias.train.data import BatchLayout, WindowBatches, open_stream
+from debias.train.engine import DeepSpeedEngine, TorchEngine, resolve_device, resolve_precision
+from debias.model.flops import flops_per_token
+from debias.train.metrics import Metrics, peak_flops, read_metrics
+from debias.train.optim import build_optimizer, load_optimizer_state
+from debias.train.schedule import lr_at
+
+log = logging.getLogger("debias.train")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
 
 
-def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".", on_batch: Callable | None = None) -> dict:
-    """Train `job` in this process (one rank of a launch when torch.distributed env vars are set).
+def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
+                 on_batch: Callable | None = None) -> dict:
+    """Train `job` in this process (one rank of a launch when torchrun/deepspeed env vars are set).
 
     Resumes from the newest checkpoint in `<run_dir>/checkpoints` when one exists for the same
-    job; refuses (UserError) a run dir holding another configuration's checkpoints.
-    `on_batch(step, input_ids, labels)` is called with every micro-batch fed to the model (tests
-    use it to check what treatment and control arms consumed).
-    Returns the summary dict also written to `<run_dir>/summary.json`.
+    configuration; refuses (UserError) a run dir that holds another configuration's run.
+    `on_batch(step, input_ids, labels)` is called with every micro-batch fed to the model
+    (CPU tensors, before the forward pass); tests use it to check what each arm consumed.
+    Returns the summary also written to `<run_dir>/summary.json`.
     """
-    raise NotImplementedError("being written (issue 5)")
+    started = time.time()
+    cfg = TrainerConfig.from_any(trainer_cfg)
+    if isinstance(job, dict):
+        job = TrainJob.from_dict(job)
+    run_dir = Path(run_dir)
+    check_job(job)
+    rank, local_rank, world_size = init_distributed(cfg)
+    layout = BatchLayout.resolve(job.batch_size, cfg.micro_batch, cfg.grad_accum, world_size, cfg.allow_batch_override)
+    if layout.rows_per_step != job.batch_size and rank == 0:
+        log.warning("BATCH OVERRIDE: training on %d of the %d rows of every step (allow_batch_override=true); "
+                    "this is NOT the recipe's batch", layout.rows_per_step, job.batch_size)
+    device = resolve_device(cfg.device, local_rank)
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("trainer.precision=fp16: needs a GPU; use fp32 (or bf16) on CPU")
+    if cfg.deterministic is True or (cfg.deterministic == "auto" and device.type == "cpu"):
+        torch.use_deterministic_algorithms(True)
+
+    # Claim the run dir before building anything heavy: another configuration's run is refused.
+    job_dict, cfg_dict = job.to_dict(), cfg.to_dict()
+    record = {"fingerprint": fingerprint(job_dict, cfg_dict, world_size), "job": job_dict, "trainer": cfg_dict,
+              "world_size": world_size}
+    if rank == 0:
+        claim_run_dir(run_dir, record)
+    barrier()
+
+    torch.manual_seed(job.seed)  # a random init (pretraining from step 0) is seeded by the job
+    model, init_identity = build_model(job)
+    model.gradient_checkpointing = cfg.activation_checkpointing
+    check_tokenizer(job, model)
+    stream = open_stream(job.stream)
+    batches = WindowBatches(stream, job.first_row, job.start_step, layout, rank=rank,
+                            vocab_size=model.config.vocab_size, name=job.stream)
+    batches.check_covers(job.end_step, job.row_length)
+    batches.rows(job.start_step)  # the vocabulary check on the first batch, before anything is written
+
+    opt_cfg = {"betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False, **cfg.optimizer}
+    optimizer = build_optimizer(model, **opt_cfg, fused=None if device.type == "cuda" else False)
+    if cfg.engine == "deepspeed":
+        if job.optimizer_state:
+            raise UserError("optimizer_state with trainer.engine=deepspeed: not supported (ZeRO re-partitions the "
+                            "state); continue with engine=torch, or drop optimizer_state for a fresh Adam")
+        engine = DeepSpeedEngine(model, optimizer, device, precision, cfg.grad_clip, layout.micro_batch,
+                                 layout.grad_accum, world_size, cfg.zero_stage, cfg.deepspeed)
+    else:
+        engine = TorchEngine(model, optimizer, device, precision, cfg.grad_clip, layout.grad_accum, cfg.compile)
+
+    # Where to start: the newest checkpoint of this run, else the window start.
+    step, loss_sum, loss_count = job.start_step, 0.0, 0
+    resume = latest_checkpoint(run_dir)
+    adam_state = "imported" if job.optimizer_state else "fresh"
+    if resume is not None:
+        meta = load_checkpoint(resume[1], engine, rank, record["fingerprint"])
+        step, loss_sum, loss_count = meta["step"], meta["loss_sum"], meta["loss_count"]
+        if step > job.end_step:
+            raise UserError(f"{resume[1]}: this run dir is already trained to step {step}, past end_step "
+                            f"{job.end_step}; use a new run dir for a shorter run")
+        adam_state = meta["adam_state"]
+        log.info("resuming from %s (step %d)", resume[1], step)
+    elif job.optimizer_state:
+        load_optimizer_state(optimizer, job.optimizer_state)
+
+    seq_len = job.row_length - 1
+    metrics = Metrics(run_dir, job.start_step, job.end_step, step, layout.rows_per_step * seq_len,
+                      flops_per_token(model.config, seq_len), peak_flops(cfg.peak_tflops, device), enabled=rank == 0,
+                      progress=cfg.progress, tensorboard=cfg.tensorboard)
+    metrics.forget_after(step)
+    hf_dir = Path(job.hf_dir) if job.hf_dir else run_dir / "checkpoints_hf"
+    save_hf_steps = {s for s in job.save_hf_at_steps if job.start_step <= s <= job.end_step}
+
+    def train_step(global_step: int, lr: float, phase: str) -> tuple[float, float]:
+        """Forward/backward over the step's micro-batches, then one update at `lr`."""
+        loss = torch.zeros((), device=device)
+        for index, (input_ids, labels) in enumerate(batches.micro_batches(global_step)):
+            if on_batch is not None and phase == "train":
+                on_batch(global_step, input_ids, labels)
+            loss += engine.forward_backward(input_ids, labels, index == layout.grad_accum - 1)
+        loss = all_reduce_mean(loss / layout.grad_accum).item()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss} at step {global_step} of {phase}; the run stopped, "
+                                   f"{describe_latest(run_dir)}; lower the learning rate or check the data")
+        try:
+            grad_norm = engine.step(lr)
+        except FloatingPointError as err:
+            raise TrainingDiverged(f"{err} at step {global_step}; the run stopped before updating, "
+                                   f"{describe_latest(run_dir)}") from None
+        return loss, grad_norm
+
+    def checkpoint(at_step: int) -> Path:
+        meta = {"fingerprint": record["fingerprint"], "engine": engine.name, "world_size": world_size,
+                "next_row": job.first_row + (at_step - job.start_step) * job.batch_size,
+                "loss_sum": loss_sum, "loss_count": loss_count, "adam_state": adam_state}
+        return save_checkpoint(run_dir, at_step, engine, meta, rank, barrier, cfg.keep_last)
+
+    def save_hf(folder: Path, checkpoint_folder: Path | None) -> None:
+        weights = engine.full_state_dict(checkpoint_folder) if rank == 0 else None
+        if rank == 0:
+            save_hf_folder(model.config, weights, folder, job.tokenizer or getattr(model, "tokenizer_file", None))
+        barrier()
+
+    try:
+        # A fresh Adam may first warm its moments with zero-lr steps on the window's first batches.
+        # lr = 0 leaves every weight exactly as it was (AdamW's decay is lr * wd * w too), so the
+        # window is then trained from its first row: both arms still train on every row once.
+        if resume is None and adam_state == "fresh" and cfg.adam_warmup_steps:
+            if cfg.adam_warmup_steps > job.num_steps:
+                raise UserError(f"trainer.adam_warmup_steps={cfg.adam_warmup_steps}: more than the window's "
+                                f"{job.num_steps} steps; lower it")
+            for offset in range(cfg.adam_warmup_steps):
+                tick = time.perf_counter()
+                loss, grad_norm = train_step(job.start_step + offset, 0.0, "adam_warmup")
+                metrics.log("adam_warmup", job.start_step + offset, loss, 0.0, grad_norm,
+                            time.perf_counter() - tick, write=True)
+            adam_state = f"fresh, warmed by {cfg.adam_warmup_steps} zero-lr steps"
+        if resume is None and job.start_step in save_hf_steps:
+            save_hf(hf_dir / f"step{job.start_step}", None)  # the initial model (e.g. step0 of a pretraining)
+
+        run_tokens, run_seconds = 0, 0.0
+        last_checkpoint = resume[1] if resume else None
+        while step < job.end_step:
+            tick = time.perf_counter()
+            lr = lr_at(step, job.peak_lr, job.total_steps, job.warmup_steps, job.min_lr_ratio)
+            loss, grad_norm = train_step(step, lr, "train")
+            seconds = time.perf_counter() - tick
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            run_tokens, run_seconds = run_tokens + layout.rows_per_step * seq_len, run_seconds + seconds
+            step += 1
+            metrics.log("train", step - 1, loss, lr, grad_norm, seconds,
+                        write=(step - job.start_step) % cfg.log_every == 0 or step == job.end_step)
+            if step % cfg.checkpoint_every == 0 or step == job.end_step or (step in save_hf_steps and engine.name == "deepspeed"):
+                last_checkpoint = checkpoint(step)
+            if step in save_hf_steps:
+                save_hf(hf_dir / f"step{step}", last_checkpoint)
+        save_hf(run_dir / "model", last_checkpoint)
+    finally:
+        metrics.close()
+
+    summary = {
+        "start_step": job.start_step, "end_step": job.end_step, "steps": job.num_steps,
+        "tokens": job.num_steps * layout.rows_per_step * seq_len, "rows_per_step": layout.rows_per_step,
+        "final_loss": last_loss(run_dir),
+        "mean_loss": loss_sum / loss_count if loss_count else None,
+        "wall_seconds": time.time() - started,
+        "tokens_per_s": run_tokens / run_seconds if run_seconds else None,
+        "engine": engine.name, "precision": precision, "device": str(device), "world_size": world_size,
+        "micro_batch": layout.micro_batch, "grad_accum": layout.grad_accum,
+        "lr_first": lr_at(job.start_step, job.peak_lr, job.total_steps, job.warmup_steps, job.min_lr_ratio),
+        "lr_last": lr_at(job.end_step - 1, job.peak_lr, job.total_steps, job.warmup_steps, job.min_lr_ratio),
+        "adam_state": adam_state, "init": init_identity, "gelu": model.config.gelu,
+        "stream": job.stream, "first_row": job.first_row, "fingerprint": record["fingerprint"],
+        "checkpoint": str(last_checkpoint), "model": str(run_dir / "model"),
+    }
+    if rank == 0:
+        write_json_atomic(run_dir / "summary.json", summary)
+    barrier()
+    return summary
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def check_job(job: TrainJob) -> None:
+    if job.init_step is not None and job.init_step != job.start_step:
+        raise UserError(f"init {job.init}: the checkpoint is at step {job.init_step} but the window starts at step "
+                        f"{job.start_step}; load the checkpoint of step {job.start_step}")
+    if not job.start_step < job.end_step:
+        raise UserError(f"train job: end_step {job.end_step} must be after start_step {job.start_step}")
+    if job.end_step > job.total_steps:
+        raise UserError(f"train job: end_step {job.end_step} is past the schedule's total_steps {job.total_steps}")
+    if job.first_row < 0 or job.batch_size < 1 or job.row_length < 2:
+        raise UserError(f"train job: first_row {job.first_row}, batch_size {job.batch_size}, row_length "
+                        f"{job.row_length}: need first_row >= 0, batch_size >= 1, row_length >= 2")
+
+
+def build_model(job: TrainJob):
+    """A Hugging Face folder, or a seeded random initialisation from a model config."""
+    from debias.model import GPTNeoX, GPTNeoXConfig
+
+    if isinstance(job.init, str):
+        model = GPTNeoX.from_pretrained(job.init, gelu=job.gelu)
+        return model, {"folder": job.init, "step": job.init_step}
+    hf_config = job.init.to_hf_dict() if isinstance(job.init, GPTNeoXConfig) else job.init.get("hf_config", job.init)
+    config = GPTNeoXConfig.from_hf_dict(hf_config, source="train job init")
+    return GPTNeoX(config), {"random_init": hf_config, "seed": job.seed}
+
+
+def check_tokenizer(job: TrainJob, model) -> None:
+    if not job.tokenizer:
+        return
+    from tokenizers import Tokenizer
+
+    try:
+        size = Tokenizer.from_file(str(job.tokenizer)).get_vocab_size()
+    except Exception as err:
+        raise UserError(f"{job.tokenizer}: not a tokenizer.json ({err})") from None
+    if size > model.config.vocab_size:
+        raise UserError(f"{job.tokenizer}: has {size} ids but the model's vocabulary has {model.config.vocab_size}; "
+                        "use the tokenizer that belongs to this model")
+
+
+def save_hf_folder(config, weights: dict, folder: Path, tokenizer) -> None:
+    from debias.model import GPTNeoX
+
+    with torch.device("meta"):
+        model = GPTNeoX(config)
+    model.load_state_dict(weights, assign=True)
+    model.save_pretrained(folder, tokenizer=tokenizer)
+
+
+def last_loss(run_dir: Path) -> float | None:
+    records = read_metrics(run_dir)
+    return records[-1]["loss"] if records else None
+
+
+def describe_latest(run_dir: Path) -> str:
+    latest = latest_checkpoint(run_dir)
+    return f"last good checkpoint: {latest[1]}" if latest else "no checkpoint was written yet"
+
+
+# --- torch.distributed ------------------------------------------------------------------------
+
+def init_distributed(cfg: TrainerConfig) -> tuple[int, int, int]:
+    """(rank, local_rank, world_size). DeepSpeed always runs in a process group (a one-process one
+    when launched in-process); the torch engine runs in one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.engine == "torch":
+        if world_size > 1:
+            raise UserError(f"trainer.engine=torch runs in one process, but WORLD_SIZE={world_size}; "
+                            "use trainer=deepspeed for several processes")
+        return 0, 0, 1
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(cfg.master_port or free_port()))
+    import deepspeed
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if not dist.is_initialized():
+        deepspeed.init_distributed()
+    return dist.get_rank(), int(os.environ["LOCAL_RANK"]), dist.get_world_size()
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

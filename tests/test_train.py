@@ -1,0 +1,275 @@
+"""debias.train: Pythia's schedule, optimizer groups, batch layout, exact resume, the two arms,
+bad input. Tiny real GPT-NeoX models on small real MMIDIDX streams, CPU, one thread."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from debias.errors import UserError
+from debias.model import GPTNeoX, GPTNeoXConfig
+from debias.stream import IndexedStream, StreamWriter
+from debias.train import TrainerConfig, TrainingDiverged, TrainJob, lr_at, run_training
+from debias.train.data import BatchLayout, WindowBatches
+from debias.train.optim import build_optimizer, parameter_groups
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
+                     max_position_embeddings=16)
+BATCH, ROW = 8, 17  # rows per step, tokens per row (16 predictions)
+FAST = {"micro_batch": 4, "progress": False, "tensorboard": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared cores: one intra-op thread is ~10x faster for tiny models than two contending."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def write_stream(prefix: Path, rows: np.ndarray) -> str:
+    with StreamWriter(prefix, np.uint16) as writer:
+        writer.append_rows(rows)
+    return str(prefix)
+
+
+def random_rows(num_rows: int, seed: int = 0, vocab: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, size=(num_rows, ROW)).astype(np.uint16)
+
+
+@pytest.fixture
+def stream(tmp_path) -> str:
+    return write_stream(tmp_path / "stream" / "document", random_rows(BATCH * 12))
+
+
+def tiny_job(stream: str, **overrides) -> TrainJob:
+    values = dict(init=TINY, stream=stream, first_row=0, start_step=0, end_step=6, peak_lr=3e-3,
+                  batch_size=BATCH, row_length=ROW, total_steps=12, warmup_steps=2, seed=7)
+    return TrainJob(**{**values, **overrides})
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --- schedule (FACTS §5), expected values written independently of debias.train.schedule -------
+
+PYTHIA_PEAK_LR = {"70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 2.5e-4, "1.4b": 2e-4, "2.8b": 1.6e-4,
+                  "6.9b": 1.2e-4, "12b": 1.2e-4}
+
+
+def facts_lr(n: int, peak: float) -> float:
+    """FACTS §5: lr = max(floor, peak/2 * (1 + cos(pi * (n - w) / 143000))), w = 1430, floor = 0.1 peak."""
+    return max(0.1 * peak, peak / 2 * (1 + math.cos(math.pi * (n - 1430) / 143000)))
+
+
+@pytest.mark.parametrize("size", sorted(PYTHIA_PEAK_LR))
+@pytest.mark.parametrize("step", [113000, 115139, 133000, 143000])
+def test_lr_equals_the_pythia_formula(size, step):
+    peak = PYTHIA_PEAK_LR[size]
+    assert lr_at(step, peak) == pytest.approx(facts_lr(step, peak), rel=1e-12)
+
+
+def test_lr_landmarks_of_the_two_windows():
+    peak = PYTHIA_PEAK_LR["1.4b"]
+    assert lr_at(113000, peak) / (0.1 * peak) == pytest.approx(1.145, abs=5e-4)  # 21% window starts above the floor
+    assert lr_at(115138, peak) > 0.1 * peak and lr_at(115139, peak) == 0.1 * peak  # floor reached at 115,139
+    assert all(lr_at(s, peak) == 0.1 * peak for s in range(133000, 143000, 997))  # 7% window: all at the floor
+    assert lr_at(715, peak) == pytest.approx(peak / 2) and lr_at(1430, peak) == pytest.approx(peak)  # warm-up
+    # no re-warm-up: a continued run evaluates the same decreasing function at its global step
+    steps = range(1430, 143000, 500)
+    assert all(lr_at(a, peak) >= lr_at(b, peak) for a, b in zip(steps, steps[1:]))
+
+
+# --- optimizer ----------------------------------------------------------------------------------
+
+def test_no_weight_decay_on_layernorms_and_biases():
+    model = GPTNeoX(TINY)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = parameter_groups(model, 0.1)
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decayed == {n for n, p in model.named_parameters() if n.endswith("weight") and "layernorm" not in n
+                       and "layer_norm" not in n}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    with_biases = {names[id(p)] for p in parameter_groups(model, 0.1, decay_biases=True)[0]["params"]}
+    assert with_biases - decayed == {n for n in names.values() if n.endswith("bias") and "norm" not in n}
+
+
+def test_zero_learning_rate_step_warms_adam_without_moving_weights():
+    model = GPTNeoX(TINY)
+    optimizer = build_optimizer(model, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.randint(0, 64, (2, 16))).float().pow(2).mean().backward()
+    optimizer.step()  # lr is 0 until the loop sets it
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert all(s["exp_avg_sq"].abs().sum() > 0 for s in optimizer.state.values())
+
+
+# --- data layout ----------------------------------------------------------------------------------
+
+def test_batch_layout_auto_and_refusals():
+    assert BatchLayout.resolve(1024, 8, "auto", 4, False).grad_accum == 32
+    with pytest.raises(UserError, match="does not divide"):
+        BatchLayout.resolve(1024, 24, "auto", 1, False)
+    with pytest.raises(UserError, match="allow_batch_override"):
+        BatchLayout.resolve(1024, 8, 4, 1, False)
+    assert BatchLayout.resolve(1024, 8, 4, 1, True).rows_per_step == 32
+
+
+def test_ranks_take_disjoint_slices_of_each_step(stream):
+    data = IndexedStream(stream)
+    layout = BatchLayout.resolve(BATCH, 2, "auto", 2, False)
+    ranks = [WindowBatches(data, first_row=BATCH, start_step=3, layout=layout, rank=r) for r in range(2)]
+    for step in (3, 4):
+        fed = np.concatenate([torch.cat([i for i, _ in r.micro_batches(step)]).numpy() for r in ranks])
+        # step 3 is the window's first step and starts at first_row; inputs drop each row's last token
+        np.testing.assert_array_equal(fed, data.rows(BATCH * (step - 2), BATCH * (step - 1))[:, :-1])
+    labels = torch.cat([l for _, l in ranks[0].micro_batches(3)]).numpy()
+    np.testing.assert_array_equal(labels, data.rows(BATCH, BATCH + 4)[:, 1:])
+
+
+# --- exact resume ---------------------------------------------------------------------------------
+
+def test_stop_and_resume_is_bitwise_equal_to_one_go(stream, tmp_path):
+    one_go = run_training(tiny_job(stream), {**FAST, "checkpoint_every": 4}, tmp_path / "one")
+    run_training(tiny_job(stream, end_step=3), {**FAST, "checkpoint_every": 4}, tmp_path / "two")
+    resumed = run_training(tiny_job(stream), {**FAST, "checkpoint_every": 4}, tmp_path / "two")
+    assert_bitwise_equal(weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model"))
+    losses = [[r["loss"] for r in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())]
+              for d in ("one", "two")]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+    assert resumed["mean_loss"] == one_go["mean_loss"]
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step4", "step6"]  # keep_last 2
+
+
+def test_hf_folders_on_a_grid_and_final_model(stream, tmp_path):
+    summary = run_training(tiny_job(stream, save_hf_at_steps=[0, 1, 2, 4]), FAST, tmp_path / "run")
+    grid = tmp_path / "run" / "checkpoints_hf"
+    assert sorted(p.name for p in grid.iterdir()) == ["step0", "step1", "step2", "step4"]
+    torch.manual_seed(7)  # the job's seed: step0 is the seeded random init
+    assert_bitwise_equal(GPTNeoX.from_pretrained(grid / "step0").state_dict(), GPTNeoX(TINY).state_dict())
+    # linear warm-up from 0: Pythia's first update (step 0) has lr 0, so step1 equals step0; step2 moved
+    assert_bitwise_equal(weights(grid / "step1"), weights(grid / "step0"))
+    assert not torch.equal(weights(grid / "step2")["embed_out.weight"], weights(grid / "step0")["embed_out.weight"])
+    reloaded = GPTNeoX.from_pretrained(tmp_path / "run" / "model")
+    ids = torch.randint(0, 64, (1, 16))
+    assert torch.isfinite(reloaded(ids)).all()
+    assert summary["steps"] == 6 and summary["tokens"] == 6 * BATCH * (ROW - 1)
+    assert summary["engine"] == "torch" and summary["precision"] == "fp32" and summary["world_size"] == 1
+
+
+# --- treatment and control ------------------------------------------------------------------------
+
+def test_treatment_and_control_differ_exactly_at_rewritten_positions(tmp_path):
+    """The control reads the window from the original stream; the treatment from a rewritten copy
+    that holds only the window (first_row 0). Each arm's fed tokens must equal its stream, and the
+    two differ exactly at the rewritten positions."""
+    start_step, steps = 5, 3
+    original = random_rows(BATCH * (start_step + steps + 2), seed=1)
+    window = original[BATCH * start_step: BATCH * (start_step + steps)].copy()
+    rng = np.random.default_rng(2)
+    changed = rng.random(window.shape) < 0.05
+    rewritten = np.where(changed, (window + 1) % 64, window).astype(np.uint16)
+    control_stream = write_stream(tmp_path / "orig" / "document", original)
+    treatment_stream = write_stream(tmp_path / "treat" / "document", rewritten)
+
+    fed = {}
+    for arm, path, first_row in (("control", control_stream, BATCH * start_step), ("treatment", treatment_stream, 0)):
+        rows = {}
+
+        def record(step, input_ids, labels, rows=rows):
+            full = torch.cat([input_ids, labels[:, -1:]], dim=1).numpy()
+            rows.setdefault(step, []).append(full)
+
+        job = tiny_job(path, first_row=first_row, start_step=start_step, end_step=start_step + steps)
+        run_training(job, FAST, tmp_path / arm, on_batch=record)
+        fed[arm] = np.concatenate([np.concatenate(rows[s]) for s in sorted(rows)])
+    np.testing.assert_array_equal(fed["control"], window)
+    np.testing.assert_array_equal(fed["treatment"], rewritten)
+    np.testing.assert_array_equal(fed["control"] != fed["treatment"], changed)
+
+
+# --- bad input --------------------------------------------------------------------------------------
+
+def test_checkpoint_step_must_match_window_start(stream, tmp_path):
+    with pytest.raises(UserError, match="step 133000 but the window starts at step 0"):
+        run_training(tiny_job(stream, init_step=133000), FAST, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_vocabulary_smaller_than_stream_ids(tmp_path):
+    path = write_stream(tmp_path / "big" / "document", random_rows(BATCH * 8, vocab=100))
+    with pytest.raises(UserError, match="vocabulary has 64 ids"):
+        run_training(tiny_job(path), FAST, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_batch_that_does_not_divide(stream, tmp_path):
+    with pytest.raises(UserError, match="does not divide"):
+        run_training(tiny_job(stream), {**FAST, "micro_batch": 3}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_of_another_configuration_is_refused(stream, tmp_path):
+    run_training(tiny_job(stream, end_step=2), FAST, tmp_path / "run")
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="another configuration"):
+        run_training(tiny_job(stream, end_step=2, peak_lr=1e-2), FAST, tmp_path / "run")
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
+
+def test_command_line_bad_spec_exits_2(tmp_path):
+    spec = tmp_path / "train_job.json"
+    spec.write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "debias.train", str(spec)], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(stream, tmp_path, monkeypatch):
+    import debias.train.loop as loop
+
+    built = {}
+    original_build = loop.build_model
+
+    def capture(job):
+        built["model"], identity = original_build(job)
+        return built["model"], identity
+
+    def poison(step, input_ids, labels):
+        if step == 4:
+            with torch.no_grad():
+                built["model"].embed_in.weight.fill_(float("nan"))
+
+    monkeypatch.setattr(loop, "build_model", capture)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4.*checkpoints/step4"):
+        run_training(tiny_job(stream), {**FAST, "checkpoint_every": 2}, tmp_path / "run", on_batch=poison)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step2", "step4"]
+    assert not (tmp_path / "run" / "model").exists()
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step4" / "engine.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_trainer_config_rejects_unknown_keys():
+    with pytest.raises(UserError, match="unknown key"):
+        TrainerConfig.from_any({"micro_bach": 4})
+    with pytest.raises(UserError, match="engine"):
+        TrainerConfig.from_any({"engine": "jax"})
