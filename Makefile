@@ -46,8 +46,9 @@ setup-test: $(VENV)/.installed-test
 intervene: setup
 	$(PY) pipelines/intervene.py $(ARGS)
 
+# Multirun over conf/sweep/demo.yaml (ratios x directions, joblib launcher); ends with the comparison.
 sweep: setup
-	$(PY) pipelines/sweep.py $(ARGS)
+	$(PY) pipelines/intervene.py --multirun +sweep=demo $(ARGS)
 
 compare: setup
 	$(PY) pipelines/compare.py $(RUNS)

@@ -59,8 +59,10 @@ def synthetic_report(direction="m2f", ratio=0.07, model="pythia-demo", seed=0) -
         "control": {"key": f"ctrl-{model}-{ratio}", "metrics": synthetic_metrics(rng, 0.14)},
         "treatment": {"key": f"{direction}-{model}-{ratio}", "metrics": synthetic_metrics(rng, 0.15 - ratio)},
     }
-    diff = {"crows_pairs": {"pct_stereotype": -0.05, "pct_stereotype_ci95": [-0.09, -0.01],
-                            "pct_stereotype_p": 0.012, "n": 262}}
+    # debias.evaluate.compare_items' shape: per benchmark, per item field.
+    diff = {"crows_pairs": {"stereotype": {"metric": "stereotype", "a": 0.6, "b": 0.65, "diff": -0.05,
+                                           "diff_ci95": [-0.09, -0.01], "diff_p": 0.012, "n": 262,
+                                           "mcnemar": {"only_a": 10, "only_b": 23, "n": 262, "p": 0.036}}}}
     return {
         "run": {"direction": direction, "ratio": ratio, "start_step": start, "end_step": 100},
         "model": {"name": model, "checkpoint": f"/cache/{model}/step{start}", "step": start},
@@ -88,7 +90,7 @@ def test_run_report_files_hold_every_metric(tmp_path):
     treatment = report["arms"]["treatment"]["metrics"]["crows_pairs"]
     low, high = treatment["pct_stereotype_ci95"]
     assert f"{treatment['pct_stereotype']:.3f} [{low:.3f}, {high:.3f}]" in markdown
-    assert "treatment vs control" in markdown and "0.0120" in markdown
+    assert "treatment vs control" in markdown and "| -0.050 [-0.090, -0.010] | 0.0120 | 0.0360 | 262 |" in markdown
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
     assert "src=\"http" not in html and "<script" not in html  # self-contained

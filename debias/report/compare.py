@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from debias.io import atomic_output, sha256_json, write_text_atomic
 from debias.report import plots
-from debias.report.metrics import BIAS_SECTIONS, Metric, format_p, metrics_of
+from debias.report.metrics import BIAS_SECTIONS, Metric, PairedTest, format_p, metrics_of, paired_tests
 from debias.report.run_report import ARM_ORDER, html_image, html_page, html_table, markdown_table
 
 MAX_RATIO_PLOTS = 8
@@ -35,7 +35,7 @@ class Arm:
     start_step: int | None
     run_dir: Path
     metrics: dict[str, Metric]
-    comparisons: dict[str, dict[str, Metric]] = field(default_factory=dict)
+    comparisons: dict[str, list[PairedTest]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -107,7 +107,7 @@ def arms_of(run_dir: Path, report: Mapping[str, Any]) -> list[tuple[str, Arm]]:
         if kind == "baseline":  # the baseline's place on the ratio axis is its window's ratio
             entry.ratio = ratio
         if kind == "treatment" or (kind == "control" and "treatment" not in report["arms"]):
-            entry.comparisons = {name: metrics_of(sections) for name, sections in report.get("comparisons", {}).items()}
+            entry.comparisons = {name: paired_tests(section) for name, section in report.get("comparisons", {}).items()}
         key = arm.get("key") or sha256_json([str(run_dir), kind])
         out.append((f"{kind}:{key}", entry))
     return out
@@ -123,13 +123,14 @@ def metric_rows(arms: list[Arm]) -> tuple[list[str], list[list[str]]]:
 
 
 def paired_rows(arms: list[Arm]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", "comparison", "metric", "difference [95% CI]", "p", "n"]
+    header = ["run", "comparison", "metric", "difference [95% CI]", "p (bootstrap)", "p (McNemar)", "n"]
     rows = []
     for arm in arms:
         for comparison in sorted(arm.comparisons):
-            for metric in arm.comparisons[comparison].values():
-                rows.append([arm.label, comparison.replace("_", " "), metric.name, metric.cell(),
-                             format_p(metric.p), "" if metric.n is None else str(metric.n)])
+            for test in arm.comparisons[comparison]:
+                rows.append([arm.label, comparison.replace("_", " "), test.metric.name, test.metric.cell(),
+                             format_p(test.metric.p), format_p(test.mcnemar_p),
+                             "" if test.metric.n is None else str(test.metric.n)])
     return header, rows
 
 
@@ -146,8 +147,8 @@ def csv_text(groups: Mapping[tuple[str, str], list[Arm]]) -> str:
             for metric in arm.metrics.values():
                 writer.writerow([*common, arm.kind, *place, *_metric_fields(metric)])
             for comparison in sorted(arm.comparisons):
-                for metric in arm.comparisons[comparison].values():
-                    writer.writerow([*common, f"paired:{comparison}", *place, *_metric_fields(metric)])
+                for test in arm.comparisons[comparison]:
+                    writer.writerow([*common, f"paired:{comparison}", *place, *_metric_fields(test.metric)])
     return buffer.getvalue()
 
 
@@ -168,7 +169,8 @@ def ratio_figures(arms: list[Arm]) -> dict[str, bytes]:
         lines: dict[str, list[tuple[float, Metric]]] = {}
         for arm in arms:
             if arm.ratio is not None and name in arm.metrics:
-                lines.setdefault(arm.direction, []).append((float(arm.ratio), arm.metrics[name]))
+                line = "control" if arm.kind == "control" else arm.direction
+                lines.setdefault(line, []).append((float(arm.ratio), arm.metrics[name]))
         png = plots.metric_vs_ratio(name, lines)
         if png:
             figures[name] = png

@@ -118,3 +118,33 @@ def main_value(entry: Any) -> tuple[str, float, tuple[float, float] | None] | No
         for metric in iter_metrics(entry):
             return metric.name, metric.value, metric.ci95
     return None
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One paired comparison of two models on one per-item field (debias.evaluate.compare_items)."""
+
+    metric: Metric  # the difference A - B with its bootstrap interval, p-value and n
+    mcnemar_p: float | None = None
+
+
+def paired_tests(comparison: Mapping[str, Any]) -> list[PairedTest]:
+    """Rows of a comparison section: `{benchmark: {field: {diff, diff_ci95, diff_p, n, mcnemar}}}`
+    as compare_items writes it, or any section in the metric convention."""
+    tests = []
+    for bench in sorted(comparison):
+        fields = comparison[bench]
+        if not isinstance(fields, Mapping):
+            continue
+        for field in sorted(fields):
+            result = fields[field]
+            if isinstance(result, Mapping) and is_number(result.get("diff")):
+                mcnemar = result.get("mcnemar") or {}
+                tests.append(PairedTest(
+                    Metric(name=f"{bench}.{field}", value=float(result["diff"]), ci95=_interval(result.get("diff_ci95")),
+                           p=float(result["diff_p"]) if is_number(result.get("diff_p")) else None,
+                           n=int(result["n"]) if is_number(result.get("n")) else None),
+                    mcnemar_p=float(mcnemar["p"]) if is_number(mcnemar.get("p")) else None))
+        if not any(t.metric.name.startswith(f"{bench}.") for t in tests):
+            tests.extend(PairedTest(m) for m in iter_metrics(fields, prefix=f"{bench}."))
+    return tests

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from debias.report.metrics import Metric, find_breakdown, main_value, metrics_of  # noqa: E402
 
 ARM_COLORS = {"baseline": "#7f7f7f", "control": "#1f77b4", "treatment": "#d62728"}
-DIRECTION_COLORS = {"none": "#1f77b4", "m2f": "#d62728", "f2m": "#2ca02c", "swap": "#9467bd", "baseline": "#7f7f7f"}
+DIRECTION_COLORS = {"control": "#1f77b4", "m2f": "#d62728", "f2m": "#2ca02c", "swap": "#9467bd", "baseline": "#7f7f7f"}
 
 
 def to_png(fig) -> bytes:
@@ -156,7 +156,7 @@ def metric_vs_ratio(name: str, lines: Mapping[str, Sequence[tuple[float, Metric]
         values = [m.value for _, m in points]
         ax.errorbar(ratios, values, yerr=_yerr(values, [m.ci95 for _, m in points]), marker="o",
                     capsize=3, label=direction, color=DIRECTION_COLORS.get(direction),
-                    linestyle="--" if direction in ("baseline", "none") else "-")
+                    linestyle="--" if direction in ("baseline", "control") else "-")
     ax.set_xlabel("intervention ratio (share of training rewritten)")
     ax.set_ylabel(name.split(".", 1)[-1])
     ax.set_title(name)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from debias.io import atomic_output, write_json_atomic, write_text_atomic
 from debias.report import plots
-from debias.report.metrics import Metric, format_p, metrics_of
+from debias.report.metrics import Metric, format_p, metrics_of, paired_tests
 
 ARM_ORDER = ("baseline", "control", "treatment")
 # Keys that legitimately change between two identical runs; they live under "timing" only.
@@ -68,13 +68,13 @@ def metrics_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
 
 
 def comparisons_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """One row per paired test: which arms, which metric, the difference with its interval, p."""
-    header = ["comparison", "metric", "difference [95% CI]", "p", "n"]
+    """One row per paired test: which arms, which per-item field, A - B with its interval, p."""
+    header = ["comparison", "metric", "difference [95% CI]", "p (bootstrap)", "p (McNemar)", "n"]
     rows = []
     for comparison in sorted(report.get("comparisons", {})):
-        for metric in metrics_of(report["comparisons"][comparison]).values():
-            rows.append([comparison.replace("_", " "), metric.name, metric.cell(), format_p(metric.p),
-                         "" if metric.n is None else str(metric.n)])
+        for test in paired_tests(report["comparisons"][comparison]):
+            rows.append([comparison.replace("_", " "), test.metric.name, test.metric.cell(), format_p(test.metric.p),
+                         format_p(test.mcnemar_p), "" if test.metric.n is None else str(test.metric.n)])
     return header, rows
 
 

@@ -1,0 +1,266 @@
+"""The intervention pipeline, one Hydra app:  python pipelines/intervene.py [overrides]
+
+    prepare   the checkpoint at the window start S, the stream, the tokenizer; check they fit
+    rewrite   the window's rows, pronouns rewritten (debias.rewrite), audited
+    train     treatment (rewritten rows) and control (the same rows untouched), same seeds
+    evaluate  baseline (checkpoint S, untrained), control and treatment (debias.evaluate)
+    report    metrics with intervals, paired tests, report.{json,md,html} (debias.report)
+
+Every expensive result (rewrite, trained arm, evaluation) is cached under `cache_dir`, keyed by
+the content that determines it, and built under a file lock: the parallel jobs of a sweep share
+the baseline evaluation, each ratio's control, and the rewriter reuses its larger passes.
+The script only wires library calls; every stage's logic lives in `debias/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))  # `python pipelines/intervene.py` from a plain checkout
+
+import hydra  # noqa: E402
+from filelock import FileLock  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from debias.errors import UserError, exit_on_user_error  # noqa: E402
+from debias.io import sha256_json, write_json_atomic  # noqa: E402
+from debias.report import assemble, write_run_report  # noqa: E402
+
+CONF_DIR = PROJECT_ROOT / "conf"
+CONFIG_GROUPS = ("model", "data", "intervention", "trainer", "eval")
+DIRECTIONS = ("m2f", "f2m", "swap", "none")  # none = the control arm alone
+
+
+# ---- validation (before Hydra composes, and before any heavy work) ---------------------------
+
+def check_group_choices(argv: list[str]) -> None:
+    """`model=nope` -> a one-line error naming the allowed presets (Hydra's own error is a page)."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if not sep or key not in CONFIG_GROUPS:
+            continue
+        allowed = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        for choice in value.split(","):  # a multirun sweeps comma-separated choices
+            if choice not in allowed:
+                raise UserError(f"{key}={choice}: no preset conf/{key}/{choice}.yaml; allowed: {', '.join(allowed)}")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The settings every stage relies on, checked up front with their allowed values."""
+    iv = cfg.intervention
+    if iv.direction not in DIRECTIONS:
+        raise UserError(f"intervention.direction={iv.direction}: unknown; allowed: {', '.join(DIRECTIONS)}")
+    if iv.start_step is None and not (isinstance(iv.ratio, (int, float)) and 0 < iv.ratio < 1):
+        raise UserError(f"intervention.ratio={iv.ratio}: must be strictly between 0 and 1 "
+                        "(e.g. 0.07 or 0.21), or set intervention.start_step")
+    if not 0 <= iv.fraction <= 1:
+        raise UserError(f"intervention.fraction={iv.fraction}: must be in [0, 1]")
+
+
+# ---- content-addressed cache ------------------------------------------------------------------
+
+def cached(cfg: DictConfig, kind: str, key: Any, build: Callable[[Path], None]) -> Path:
+    """The folder `<cache_dir>/<kind>/<hash of key>`, built once by `build(folder)`.
+
+    A file lock makes concurrent jobs wait for the one that builds; `.done` marks a finished
+    folder (a killed build leaves none, and the stages resume their own partial work).
+    """
+    folder = Path(cfg.cache_dir) / kind / sha256_json(key)[:20]
+    done = folder / ".done"
+    if not done.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{folder}.lock"):
+            if not done.exists():
+                folder.mkdir(exist_ok=True)
+                write_json_atomic(folder / "key.json", key)
+                build(folder)
+                done.touch()
+    return folder
+
+
+def missing_stage(name: str, err: ImportError) -> str:
+    return f"not built yet ({err.name or err})"
+
+
+# ---- stages -----------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """What the prepare stage resolved: everything later stages read."""
+
+    geometry: Any
+    window: Any
+    checkpoint: Path  # Hugging Face folder of the model at the window start
+    stream: str  # prefix of the full training stream
+    tokenizer: str  # tokenizer.json
+    eval_cfg: Any  # the `eval` node, with data paths resolved (demo probes)
+    model: dict  # identity for the report
+    data: dict  # identity and checksums for the report
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    from debias.model import GPTNeoXConfig  # noqa: F401  (the model part must exist to go on)
+    from debias.stream import Geometry, IndexedStream, Window
+
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    if cfg.data.get("demo") is not None:  # the embedded miniature Pythia suite
+        from debias.demo import build_demo_suite
+
+        suite = build_demo_suite(cfg.data.demo)
+        geometry = Geometry.from_config(suite.geometry if hasattr(suite, "geometry") else cfg.data.geometry)
+        window = Window.from_config(geometry, cfg.intervention.ratio, cfg.intervention.start_step)
+        checkpoint, stream, tokenizer = Path(suite.checkpoint(window.start_step)), str(suite.stream), str(suite.tokenizer)
+        eval_cfg = suite.eval_config(eval_cfg) if hasattr(suite, "eval_config") else eval_cfg
+        source = f"demo suite {getattr(suite, 'key', '')}".strip()
+    else:
+        from debias.model.checkpoint import resolve_checkpoint
+
+        geometry = Geometry.from_config(OmegaConf.to_container(cfg.data.geometry, resolve=True))
+        window = Window.from_config(geometry, cfg.intervention.ratio, cfg.intervention.start_step)
+        source = cfg.model.checkpoint or cfg.model.hub_repo
+        checkpoint = Path(resolve_checkpoint(source, window.start_step))
+        stream, tokenizer = str(cfg.data.stream), str(cfg.data.tokenizer)
+
+    # Fit checks before heavy work: rows long enough for the window, ids inside the vocabulary.
+    opened = IndexedStream(stream)
+    window.check_fits(opened)
+    model_config = json.loads((checkpoint / "config.json").read_text())
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(tokenizer).get_vocab_size()
+    if model_config.get("vocab_size", vocab) < vocab:
+        raise UserError(f"{checkpoint}: vocab_size {model_config['vocab_size']} is smaller than the tokenizer's "
+                        f"{vocab} ids ({tokenizer}); pick the matching model preset")
+    stream_identity = opened.identity()
+    model = {"name": cfg.model.name, "source": str(source), "checkpoint": str(checkpoint),
+             "step": window.start_step, "architecture": model_config}
+    data = {"stream": stream_identity, "tokenizer": tokenizer,
+            "window": window.describe(), "eval": {k: v for k, v in eval_cfg.items() if "path" in k or "file" in k}}
+    data["checksum"] = sha256_json({"stream": stream_identity, "eval": data["eval"]})[:16]
+    return Prepared(geometry, window, checkpoint, stream, tokenizer, eval_cfg, model, data)
+
+
+def rewrite(cfg: DictConfig, prep: Prepared):
+    """The treatment's rows; None for a control-only run."""
+    from debias.rewrite import rewrite_window
+
+    iv = cfg.intervention
+    if iv.direction == "none":
+        return None
+    # One cache entry per (stream, tokenizer, direction, policy): the rewriter extends or reuses
+    # its own passes inside it, so the 21% window's pass serves the 7% one.
+    key = {"stream": prep.data["stream"], "tokenizer": prep.tokenizer, "direction": iv.direction,
+           "fraction": iv.fraction, "seed": iv.seed, "resolver": iv.resolver}
+    folder = Path(cfg.cache_dir) / "rewrite" / sha256_json(key)[:20]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        return rewrite_window(prep.stream, prep.window, folder, prep.tokenizer, iv.direction,
+                              fraction=iv.fraction, seed=iv.seed, resolver=iv.resolver)
+
+
+def train_arm(cfg: DictConfig, prep: Prepared, stream: str, first_row: int, rows_identity: Any) -> Path:
+    """Continue the checkpoint on the given rows; the run folder (cached by content)."""
+    from debias.train import TrainerConfig, TrainJob, launch_training
+
+    job = TrainJob.for_window(init=str(prep.checkpoint), stream=stream, first_row=first_row, window=prep.window,
+                              geometry=prep.geometry, peak_lr=float(cfg.model.peak_lr), seed=int(cfg.seed),
+                              init_step=prep.window.start_step, tokenizer=prep.tokenizer)
+    trainer = TrainerConfig.from_any(cfg.trainer)
+    key = {"job": {**job.to_dict(), "stream": rows_identity}, "trainer": trainer.to_dict()}
+    return cached(cfg, "train", key, lambda folder: launch_training(job, trainer, folder))
+
+
+def evaluate(cfg: DictConfig, prep: Prepared, model_folder: Path, model_identity: Any) -> tuple[dict, dict]:
+    """(metrics, per-item values) of one model, cached by model identity and eval settings."""
+    from debias.evaluate import evaluate_model
+
+    def build(folder: Path) -> None:
+        metrics, items = evaluate_model(model_folder, prep.eval_cfg)
+        write_json_atomic(folder / "items.json", items)
+        write_json_atomic(folder / "metrics.json", metrics)
+
+    folder = cached(cfg, "eval", {"model": model_identity, "eval": prep.eval_cfg}, build)
+    return (json.loads((folder / "metrics.json").read_text()), json.loads((folder / "items.json").read_text()))
+
+
+# ---- the app ----------------------------------------------------------------------------------
+
+def run(cfg: DictConfig, run_dir: Path) -> Path:
+    check_settings(cfg)
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+    timing: dict[str, float] = {}
+    stages: dict[str, str] = {}
+
+    def stage(name: str, fn: Callable, *args):
+        """Run one stage; a stage whose library part is not written yet is reported, not fatal."""
+        tick = time.perf_counter()
+        try:
+            result = fn(*args)
+            stages[name] = "done"
+            return result
+        except ImportError as err:
+            if not (err.name or "").startswith("debias"):
+                raise
+            stages[name] = missing_stage(name, err)
+            print(f"[{name}] {stages[name]}; skipped", file=sys.stderr)
+            return None
+        finally:
+            timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 3)
+
+    prep = stage("prepare", prepare, cfg)
+    arms, training, items, rewritten = {}, {}, {}, None
+    if prep is not None:
+        direction = cfg.intervention.direction
+        if direction != "none":
+            rewritten = stage("rewrite", rewrite, cfg, prep)
+        control_rows = {"stream": prep.data["stream"], "first_row": prep.window.start_row}
+        arm_runs = {"control": stage("train:control", train_arm, cfg, prep, prep.stream, prep.window.start_row, control_rows)}
+        if rewritten is not None:
+            treatment_rows = {"rewrite": rewritten.manifest, "first_row": rewritten.first_row}
+            arm_runs["treatment"] = stage("train:treatment", train_arm, cfg, prep, str(rewritten.stream),
+                                          rewritten.first_row, treatment_rows)
+        models = {"baseline": (prep.checkpoint, {"checkpoint": prep.model["checkpoint"], "step": prep.window.start_step})}
+        for arm, folder in arm_runs.items():
+            if folder is not None:
+                models[arm] = (folder / "model", {"trained": folder.name})
+                training[arm] = assemble.training_summary(folder)
+        for arm, (folder, identity) in models.items():
+            result = stage(f"evaluate:{arm}", evaluate, cfg, prep, folder, identity)
+            if result is not None:
+                arms[arm] = {"key": sha256_json(identity)[:20], "model": str(folder), "metrics": result[0]}
+                items[arm] = result[1]
+    comparisons = stage("compare", assemble.paired_comparisons, items) or {}
+
+    report = assemble.run_report(
+        cfg=OmegaConf.to_container(cfg, resolve=True), prepared=prep, rewrite=rewritten,
+        training=training, arms=arms, comparisons=comparisons, stages=stages,
+        timing={**timing, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    path = write_run_report(run_dir, report)
+    for line in assemble.summary_lines(report):
+        print(line)
+    print(f"report: {path}")
+    return path
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    exit_on_user_error(check_group_choices)(sys.argv[1:])
+    main()
