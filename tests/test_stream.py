@@ -141,8 +141,9 @@ def megatron_index_bytes(sizes, code, itemsize, doc_idx):
     return out + b"".join(struct.pack("<q", d) for d in doc_idx)
 
 
-@pytest.mark.parametrize("dtype", ["<u2", "<i4", "<i8"])
-def test_index_bytes_match_megatron(tmp_path, dtype):
+@pytest.mark.parametrize("dtype, piece_rows", [("<u2", 1 << 20), ("<i4", 3), ("<i8", 1)])
+def test_index_bytes_match_megatron(tmp_path, monkeypatch, dtype, piece_rows):
+    monkeypatch.setattr(StreamWriter, "INDEX_PIECE_ROWS", piece_rows)  # the index is written in pieces
     rng = np.random.default_rng(4)
     rows = random_rows(rng, dtype, (6, 9))
     ragged = [random_rows(rng, dtype, (n,)) for n in (2, 7)]
@@ -258,6 +259,14 @@ def test_window_rule_holds_for_any_geometry(geometry):
         assert window.start_row == expected * geometry.batch_size
         assert window.num_rows == (geometry.total_steps - expected) * geometry.batch_size
         assert window.num_tokens == window.num_rows * geometry.row_length
+
+
+@pytest.mark.parametrize("ratio, start, steps", [(0.07, 930, 70), (0.21, 790, 210)])
+def test_demo_config_windows(ratio, start, steps):
+    """conf/data/demo.yaml: 16 rows of 129 tokens, 1000 steps, checkpoints every 10."""
+    window = Window.from_ratio(Geometry(batch_size=16, row_length=129, total_steps=1000, checkpoint_interval=10), ratio)
+    assert (window.start_step, window.num_steps) == (start, steps)
+    assert (window.start_row, window.num_rows, window.num_tokens) == (start * 16, steps * 16, steps * 16 * 129)
 
 
 def test_demo_geometry_window_by_hand():

@@ -13,7 +13,9 @@ int64[document-index length] document index.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import glob
 import mmap
 import os
 import re
@@ -50,7 +52,8 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
 
 
 def dtype_code(dtype) -> int:
-    dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+    """The MMIDIDX code of `dtype` (stored little-endian whatever the byte order given)."""
+    dtype = np.dtype(dtype).newbyteorder("<")
     if dtype not in CODE_OF_DTYPE:
         names = ", ".join(str(d) for d in DTYPE_CODES.values())
         raise UserError(f"dtype {dtype}: not storable in MMIDIDX; use one of {names}")
@@ -78,39 +81,40 @@ def split_stream_path(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def find_data_files(prefix: Path) -> list[Path]:
-    """`prefix.bin`, or the complete, consistently numbered list of byte shards."""
+    """`prefix.bin` if present, else the complete, consistently numbered list of byte shards."""
     single = prefix.with_name(prefix.name + ".bin")
     if single.is_file():
         return [single]
     shards: dict[int, Path] = {}
     lasts: set[str] = set()
-    for candidate in prefix.parent.glob(f"{glob_escape(prefix.name)}-*-of-*.bin"):
+    for candidate in prefix.parent.glob(f"{glob.escape(prefix.name)}-*-of-*.bin"):
         match = SHARD_NAME.match(candidate.name)
         if match and match["stem"] == prefix.name:
             shards[int(match["index"])] = candidate
             lasts.add(match["last"])
     if not shards:
-        raise UserError(f"{single}: data not found, and no byte shards "
-                        f"{prefix.name}-00000-of-000NN.bin beside it; put the .bin (or every shard) "
-                        f"next to {prefix.name}.idx")
+        raise UserError(f"{single}: data not found, and no byte shards {prefix.name}-00000-of-000NN.bin "
+                        f"beside it; put the .bin (or every shard) next to {prefix.name}.idx")
     if len(lasts) > 1:
         raise UserError(f"{prefix}: shards disagree on their count (-of-{', -of-'.join(sorted(lasts))}); "
                         f"keep only the shards of one download")
-    last = int(lasts.pop())
+    last_text = lasts.pop()
+    last = int(last_text)
+
+    def shard_name(index: int) -> str:
+        return f"{prefix.name}-{index:0{len(last_text)}d}-of-{last_text}.bin"
+
     missing = [i for i in range(last + 1) if i not in shards]
+    if missing:
+        listed = ", ".join(map(shard_name, missing[:3])) + (" ..." if len(missing) > 3 else "")
+        raise UserError(f"{prefix.parent}: byte shards missing: {listed} (expected {last + 1} shards "
+                        f"numbered 0..{last}); download the complete set")
     extra = sorted(i for i in shards if i > last)
-    if missing or extra:
-        width = len(next(iter(shards.values())).name.rsplit("-of-", 1)[1]) - len(".bin")
-        name = lambda i: f"{prefix.name}-{i:0{width}d}-of-{last:0{width}d}.bin"  # noqa: E731
-        what = (f"missing {', '.join(name(i) for i in missing[:3])}{' ...' if len(missing) > 3 else ''}"
-                if missing else f"numbered past the last shard: {', '.join(name(i) for i in extra[:3])}")
-        raise UserError(f"{prefix.parent}: byte shards {what} (expected {last + 1} shards numbered "
-                        f"0..{last}); download the complete set")
+    if extra:
+        raise UserError(f"{prefix.parent}: byte shards numbered past the last shard: "
+                        f"{', '.join(map(shard_name, extra[:3]))} (expected {last + 1} shards numbered "
+                        f"0..{last}); remove them or download the complete set")
     return [shards[i] for i in range(last + 1)]
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _map_read_only(path: Path) -> np.ndarray:
@@ -258,11 +262,12 @@ class IndexedStream:
 
     def shard_layout(self) -> list[dict]:
         """Each data file with its byte range and the rows that start in it."""
-        row_starts = np.searchsorted(self.pointers, self.file_starts, side="left")
+        # bisect, not np.searchsorted: the pointers sit unaligned in the index and numpy would copy them
+        row_starts = [bisect.bisect_left(self.pointers, start) for start in self.file_starts]
         return [
             {"path": str(path), "bytes": int(self.file_starts[k + 1] - self.file_starts[k]),
              "first_byte": int(self.file_starts[k]),
-             "rows_starting": [int(row_starts[k]), int(row_starts[k + 1]) if k + 1 < len(self.data_paths) else len(self)]}
+             "rows_starting": [row_starts[k], row_starts[k + 1]]}
             for k, path in enumerate(self.data_paths)
         ]
 
@@ -279,23 +284,22 @@ class StreamWriter:
 
     Each row is one document in the document index, as Megatron's builder writes it when every item
     is followed by `end_document()`. With `row_length` set, rows of any other length are refused.
+    Row lengths are kept as runs (count, length), so a fixed-length stream of any size costs no memory.
     """
+
+    INDEX_PIECE_ROWS = 1 << 20  # the index is written in pieces of this many rows
 
     def __init__(self, prefix: str | os.PathLike, dtype, row_length: int | None = None):
         self.prefix = Path(prefix)
-        self.dtype = np.dtype(dtype)
-        self.code = dtype_code(self.dtype)
+        self.code = dtype_code(dtype)
         self.dtype = DTYPE_CODES[self.code]
         self.row_length = row_length
         self.bin_path = self.prefix.with_name(self.prefix.name + ".bin")
         self.idx_path = self.prefix.with_name(self.prefix.name + ".idx")
-        self._size_chunks: list[np.ndarray] = []
+        self.num_rows = 0
+        self._runs: list[list[int]] = []  # [count, length] of consecutive rows
         self._stack: contextlib.ExitStack | None = None
         self._data = None
-
-    @property
-    def num_rows(self) -> int:
-        return sum(len(c) for c in self._size_chunks)
 
     def __enter__(self) -> "StreamWriter":
         self._stack = contextlib.ExitStack()
@@ -318,34 +322,34 @@ class StreamWriter:
         """Append a block of equal-length rows, shape [n, L]."""
         rows = np.asarray(rows)
         if rows.ndim != 2:
-            raise UserError(f"{self.prefix}: rows of shape {rows.shape}; append_rows takes a 2-D block [n, L]; "
-                            f"use append(row) for single rows")
-        self._check_length(rows.shape[1])
-        if rows.shape[0] == 0:
-            return
-        self._write(rows)
-        self._size_chunks.append(np.full(rows.shape[0], rows.shape[1], np.int32))
+            raise UserError(f"{self.prefix}: rows of shape {rows.shape}; append_rows takes a 2-D block "
+                            f"[n, L]; use append(row) for single rows")
+        self._add(rows, *rows.shape)
 
     def append(self, row: np.ndarray) -> None:
         """Append one row (1-D); rows may differ in length unless `row_length` was given."""
         row = np.asarray(row)
         if row.ndim != 1:
-            raise UserError(f"{self.prefix}: a row of shape {row.shape}; append takes a 1-D row, use append_rows for blocks")
-        self._check_length(row.shape[0])
-        self._write(row)
-        self._size_chunks.append(np.array([row.shape[0]], np.int32))
+            raise UserError(f"{self.prefix}: a row of shape {row.shape}; append takes a 1-D row, "
+                            f"use append_rows for blocks")
+        self._add(row, 1, row.shape[0])
 
-    def _check_length(self, length: int) -> None:
+    def _add(self, values: np.ndarray, count: int, length: int) -> None:
+        if self._data is None:
+            raise RuntimeError("StreamWriter must be used as a context manager")
         if self.row_length is not None and length != self.row_length:
             raise UserError(f"{self.prefix}: a row of {length} tokens, but this stream holds rows of "
                             f"{self.row_length}; re-pack the rows to {self.row_length} tokens")
-
-    def _write(self, values: np.ndarray) -> None:
-        if self._data is None:
-            raise RuntimeError("StreamWriter must be used as a context manager")
+        if count == 0:
+            return
         if values.dtype != self.dtype:
             self._check_fits_dtype(values)
         self._data.write(memoryview(np.ascontiguousarray(values, dtype=self.dtype)).cast("B"))
+        if self._runs and self._runs[-1][1] == length:
+            self._runs[-1][0] += count
+        else:
+            self._runs.append([count, length])
+        self.num_rows += count
 
     def _check_fits_dtype(self, values: np.ndarray) -> None:
         if values.size == 0 or self.dtype.kind == "f":
@@ -358,16 +362,30 @@ class StreamWriter:
             raise UserError(f"{self.prefix}: value {low if low < info.min else high} does not fit "
                             f"{self.dtype}; write with a wider dtype (dtype_for_vocab(vocab_size))")
 
+    def _size_pieces(self) -> Iterator[np.ndarray]:
+        """The row lengths as int32 arrays of at most INDEX_PIECE_ROWS rows."""
+        piece, filled = np.empty(self.INDEX_PIECE_ROWS, np.int32), 0
+        for count, length in self._runs:
+            while count:
+                take = min(count, len(piece) - filled)
+                piece[filled: filled + take] = length
+                filled, count = filled + take, count - take
+                if filled == len(piece):
+                    yield piece
+                    piece, filled = np.empty(self.INDEX_PIECE_ROWS, np.int32), 0
+        if filled:
+            yield piece[:filled]
+
     def _write_index(self, path: Path) -> None:
-        sizes = self._size_chunks
-        num_rows = sum(len(c) for c in sizes)
+        rows, itemsize = self.num_rows, self.dtype.itemsize
         with open(path, "wb") as out:
-            out.write(HEADER.pack(MAGIC, VERSION, self.code, num_rows, num_rows + 1))
-            for chunk in sizes:
-                out.write(chunk.astype("<i4").tobytes())
+            out.write(HEADER.pack(MAGIC, VERSION, self.code, rows, rows + 1))
+            for sizes in self._size_pieces():
+                out.write(sizes.astype("<i4").tobytes())
             offset = 0
-            for chunk in sizes:  # byte offsets: a running sum of the row sizes in bytes
-                ends = offset + np.cumsum(chunk, dtype=np.int64) * self.dtype.itemsize
+            for sizes in self._size_pieces():  # byte offsets: a running sum of the row sizes in bytes
+                ends = offset + np.cumsum(sizes, dtype=np.int64) * itemsize
                 out.write(np.concatenate([[offset], ends[:-1]]).astype("<i8").tobytes())
                 offset = int(ends[-1])
-            out.write(np.arange(num_rows + 1, dtype="<i8").tobytes())  # row k is document k
+            for begin in range(0, rows + 1, self.INDEX_PIECE_ROWS):  # row k is document k
+                out.write(np.arange(begin, min(begin + self.INDEX_PIECE_ROWS, rows + 1), dtype="<i8").tobytes())
