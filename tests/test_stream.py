@@ -315,6 +315,11 @@ def test_check_fits(tmp_path):
     assert "40" in message and "30" in message and str(tmp_path / "s.idx") in message
     with pytest.raises(UserError, match="rows of 6 tokens, but the geometry needs rows of 9"):
         Window.from_start_step(Geometry(4, 9, 10, 2), 0, 1).check_fits(stream)
+    with StreamWriter(tmp_path / "ragged", np.uint16) as writer:
+        writer.append(np.zeros(6, np.uint16))
+        writer.append(np.zeros(5, np.uint16))
+    with pytest.raises(UserError, match="rows of different lengths"):
+        Window.from_start_step(small, 0, 1).check_fits(IndexedStream(tmp_path / "ragged"))
 
 
 def test_heldout_rows_prefer_rows_after_the_window():

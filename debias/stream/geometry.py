@@ -148,9 +148,10 @@ class Window:
     def check_fits(self, stream) -> None:
         """Raise a UserError unless `stream` has rows of the geometry's length up to the window's end."""
         g, name = self.geometry, getattr(stream, "idx_path", stream)
+        if len(stream) == 0:
+            raise UserError(f"{name}: the stream holds no rows; pass the training stream")
         if stream.row_length != g.row_length:
-            found = ("rows of different lengths" if stream.row_length is None and len(stream)
-                     else f"rows of {stream.row_length} tokens")
+            found = f"rows of {stream.row_length} tokens" if stream.row_length else "rows of different lengths"
             raise UserError(f"{name}: {found}, but the geometry needs rows of {g.row_length} tokens; "
                             f"set geometry.row_length, or pack the corpus with --seq-len {g.row_length - 1}")
         if len(stream) < self.end_row:

@@ -129,7 +129,12 @@ def _map_read_only(path: Path) -> np.ndarray:
 # Reading
 
 class IndexedStream:
-    """Memory-mapped reader of an MMIDIDX stream over one `.bin` or its byte shards."""
+    """Memory-mapped reader of an MMIDIDX stream over one `.bin` or its byte shards.
+
+    `path` is the prefix (`.../document`), its `.idx`, its `.bin` or any one of its shards; when
+    both `prefix.bin` and shards exist, `prefix.bin` is read. Rows come back as new arrays (safe
+    to modify); nothing is read until asked for.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.prefix, self.idx_path = split_stream_path(path)
