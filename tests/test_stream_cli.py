@@ -128,7 +128,10 @@ def test_bad_stream(tmp_path, corrupt):
 def test_window_past_the_end_and_bad_ratio_from_the_cli(tmp_path):
     prefix = make_stream(tmp_path, rows=12, length=5)
     geometry = ["--batch-size", 4, "--row-length", 5, "--total-steps", 10, "--checkpoint-interval", 2]
-    assert_one_line_error(run_cli("show", prefix, "--step", 3, *geometry), "--step 3", "rows 12..16", "holds 12")
+    assert_one_line_error(run_cli("show", prefix, "--step", 3, *geometry), "steps 3..4", "rows up to 16", "holds 12")
+    assert_one_line_error(run_cli("show", prefix, "--step", 0, "--batch-size", 4, "--row-length", 7),
+                          "rows of 5 tokens", "needs rows of 7")  # rows of the wrong length
+    assert_one_line_error(run_cli("show", prefix, "--step", 10, *geometry), "steps 10..11", "total_steps=10")
     assert_one_line_error(run_cli("show", prefix, "--row", 12), "--row 12")
     assert_one_line_error(run_cli("info", prefix, "--batch-size", 0), "geometry.batch_size=0")
     info = json.loads(run_cli("info", prefix, "--json", *geometry).stdout)
@@ -155,7 +158,7 @@ def test_info_describes_shards_and_steps(tmp_path):
 def test_show_step_rows_as_ids(tmp_path):
     prefix = make_stream(tmp_path, rows=12, length=5)
     shard(prefix, [13])
-    out = run_cli("show", prefix, "--step", 1, "--batch-size", 4).stdout.splitlines()
+    out = run_cli("show", prefix, "--step", 1, "--batch-size", 4, "--row-length", 5).stdout.splitlines()
     assert out[0] == "# row 4 (step 1, 1/4): 5 tokens"
     assert out[1] == "20 21 22 23 24" and out[7] == "35 36 37 38 39"
 

@@ -159,12 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(info, indent=2)) if args.json else print_info(info)
     elif args.command == "show":
         stream, geometry = IndexedStream(args.path), geometry_from(args)
-        if args.step is not None:
-            rows = geometry.step_rows(args.step)
-            if args.step < 0 or rows.stop > len(stream):
-                raise UserError(f"--step {args.step}: needs rows {rows.start:,}..{rows.stop:,} but the stream "
-                                f"holds {len(stream):,} ({geometry.steps_in(len(stream)):,} steps of "
-                                f"{geometry.batch_size}); pick a step below {geometry.steps_in(len(stream)):,}")
+        if args.step is not None:  # one step is a window of one: same checks as a training window
+            step = Window.from_start_step(geometry, args.step, args.step + 1)
+            step.check_fits(stream)
+            rows = range(step.start_row, step.end_row)
         else:
             rows = range(args.row, args.row + 1)
             if not 0 <= args.row < len(stream):
