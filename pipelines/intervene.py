@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from debias.errors import UserError, exit_on_user_error  # noqa: E402
-from debias.io import sha256_json, write_json_atomic  # noqa: E402
+from debias.io import sha256_json, write_json_atomic, write_text_atomic  # noqa: E402
 from debias.report import assemble, write_run_report  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -86,10 +86,6 @@ def cached(cfg: DictConfig, kind: str, key: Any, build: Callable[[Path], None]) 
     return folder
 
 
-def missing_stage(name: str, err: ImportError) -> str:
-    return f"not built yet ({err.name or err})"
-
-
 # ---- stages -----------------------------------------------------------------------------------
 
 @dataclass
@@ -107,21 +103,20 @@ class Prepared:
 
 
 def prepare(cfg: DictConfig) -> Prepared:
-    from debias.model import GPTNeoXConfig  # noqa: F401  (the model part must exist to go on)
     from debias.stream import Geometry, IndexedStream, Window
 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     if cfg.data.get("demo") is not None:  # the embedded miniature Pythia suite
         from debias.demo import build_demo_suite
 
-        suite = build_demo_suite(cfg.data.demo)
-        geometry = Geometry.from_config(suite.geometry if hasattr(suite, "geometry") else cfg.data.geometry)
+        suite = build_demo_suite(cfg)  # built once per demo configuration, then loaded from the cache
+        geometry = Geometry.from_config(suite.geometry)
         window = Window.from_config(geometry, cfg.intervention.ratio, cfg.intervention.start_step)
-        checkpoint, stream, tokenizer = Path(suite.checkpoint(window.start_step)), str(suite.stream), str(suite.tokenizer)
-        eval_cfg = suite.eval_config(eval_cfg) if hasattr(suite, "eval_config") else eval_cfg
-        source = f"demo suite {getattr(suite, 'key', '')}".strip()
+        checkpoint, stream, tokenizer = suite.checkpoint(window.start_step), str(suite.stream), str(suite.tokenizer)
+        eval_cfg = suite.eval_config(eval_cfg)
+        source = f"demo suite {suite.key}"
     else:
-        from debias.model.checkpoint import resolve_checkpoint
+        from debias.model import resolve_checkpoint
 
         geometry = Geometry.from_config(OmegaConf.to_container(cfg.data.geometry, resolve=True))
         window = Window.from_config(geometry, cfg.intervention.ratio, cfg.intervention.start_step)
@@ -212,7 +207,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         except ImportError as err:
             if not (err.name or "").startswith("debias"):
                 raise
-            stages[name] = missing_stage(name, err)
+            stages[name] = f"not built yet ({err.name})"
             print(f"[{name}] {stages[name]}; skipped", file=sys.stderr)
             return None
         finally:
@@ -227,7 +222,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         control_rows = {"stream": prep.data["stream"], "first_row": prep.window.start_row}
         arm_runs = {"control": stage("train:control", train_arm, cfg, prep, prep.stream, prep.window.start_row, control_rows)}
         if rewritten is not None:
-            treatment_rows = {"rewrite": rewritten.manifest, "first_row": rewritten.first_row}
+            treatment_rows = {"rewrite": assemble.split_volatile(rewritten.manifest)[0], "first_row": rewritten.first_row}
             arm_runs["treatment"] = stage("train:treatment", train_arm, cfg, prep, str(rewritten.stream),
                                           rewritten.first_row, treatment_rows)
         models = {"baseline": (prep.checkpoint, {"checkpoint": prep.model["checkpoint"], "step": prep.window.start_step})}
@@ -247,7 +242,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         training=training, arms=arms, comparisons=comparisons, stages=stages,
         timing={**timing, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     path = write_run_report(run_dir, report)
     for line in assemble.summary_lines(report):
         print(line)

@@ -39,6 +39,8 @@ def _section(rng, n: int, **means: float) -> dict:
 def synthetic_metrics(rng, skew: float) -> dict:
     crows = _section(rng, 262, pct_stereotype=0.5 + skew, pct_stereotype_norm=0.5 + skew / 2)
     crows["likelihood_diff"] = float(3 + rng.normal())
+    crows["likelihood_diff_ci95"] = [crows["likelihood_diff"] - 0.4, crows["likelihood_diff"] + 0.4]
+    crows["checksum"] = {"sha256": "abc", "size": 12345}
     crows["stereo"] = _section(rng, 159, pct_stereotype=0.5 + skew * 1.2)
     crows["antistereo"] = _section(rng, 103, pct_stereotype=0.5 + skew * 0.6)
     winobias = _section(rng, 792, stereotype_accuracy=0.5 + skew)
@@ -102,6 +104,7 @@ def test_metric_convention_is_read_with_intervals_and_n():
     assert metric.n == 159 and metric.ci95 is not None and metric.p is not None
     assert metrics["crows_pairs.likelihood_diff"].n == 262
     assert not any("occupation" in name for name in metrics)  # breakdowns are plotted, not tabled
+    assert "crows_pairs.checksum.size" not in metrics  # a description, not a measurement
 
 
 def test_same_report_twice_is_identical_apart_from_timing(tmp_path):
@@ -117,7 +120,7 @@ def test_same_report_twice_is_identical_apart_from_timing(tmp_path):
 
 
 def test_report_without_optional_stages_still_renders(tmp_path):
-    report = {"arms": {"baseline": {"metrics": {"perplexity": {"perplexity": 12.5, "n": 10}}}}}
+    report = {"arms": {"baseline": {"metrics": {"perplexity": {"perplexity": 12.5, "perplexity_ci95": [11, 14], "n": 10}}}}}
     write_run_report(tmp_path, report)
     assert "12.5" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "plots").exists()

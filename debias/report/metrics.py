@@ -93,8 +93,10 @@ def iter_metrics(section: Mapping[str, Any], prefix: str = "", n: int | None = N
 
 
 def metrics_of(sections: Mapping[str, Any]) -> dict[str, Metric]:
-    """All metrics of an arm's evaluation (`{"crows_pairs": {...}, "winobias": {...}, ...}`)."""
-    return {m.name: m for m in iter_metrics(sections)}
+    """The statistics of an arm's evaluation (`{"crows_pairs": {...}, "winobias": {...}, ...}`):
+    every number with an interval or a p-value. Bare numbers (counts, sizes, settings) are
+    descriptions, not measurements, and stay out of tables."""
+    return {m.name: m for m in iter_metrics(sections) if m.ci95 is not None or m.p is not None}
 
 
 def find_breakdown(section: Mapping[str, Any], hint: str) -> tuple[str, Mapping[str, Any]] | None:

@@ -1,0 +1,106 @@
+"""pipelines/intervene.py and the sweep: configuration composition, bad settings (one line,
+exit 2), the content-addressed cache under concurrency, and the whole pipeline on a tiny demo."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def load_pipeline():
+    spec = importlib.util.spec_from_file_location("intervene", ROOT / "pipelines" / "intervene.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["intervene"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_pipeline(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run([PYTHON, str(ROOT / "pipelines" / "intervene.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def composed(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+def test_intervention_overrides_compose():
+    cfg = composed("intervention=swap", "intervention.ratio=0.21")
+    assert cfg.intervention.direction == "swap" and cfg.intervention.ratio == 0.21
+    assert composed().intervention.direction == "m2f"
+    assert composed("intervention=none").intervention.direction == "none"
+
+
+def test_sweep_config_is_ratios_by_directions_on_the_local_launcher():
+    cfg = composed("+sweep=demo", hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert sorted(params["intervention.ratio"].split(",")) == ["0.07", "0.21"]
+    assert sorted(params["intervention"].split(",")) == ["m2f", "swap"]
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+    assert cfg.hydra.callbacks.compare._target_ == "debias.report.callbacks.CompareOnMultirunEnd"
+    slurm = composed("hydra/launcher=slurm", hydra=True).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["intervention.ratio=1.5"], "intervention.ratio=1.5"),
+    (["intervention.direction=sideways"], "intervention.direction=sideways"),
+    (["model=pythia-3b"], "model=pythia-3b"),
+    (["intervention=m2f,sideways"], "intervention=sideways"),
+])
+def test_bad_settings_give_one_line_and_exit_2(tmp_path, args, named):
+    result = run_pipeline(*args, f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert "allowed" in lines[0] or "between 0 and 1" in lines[0]
+    assert not (tmp_path / "cache").exists()  # nothing heavy started
+
+
+def test_unknown_preset_lists_the_allowed_ones(tmp_path):
+    line = run_pipeline("model=pythia-3b", cwd=tmp_path, timeout=120).stderr.strip()
+    assert "pythia-70m-deduped" in line and "pythia-12b" in line
+
+
+# ---- the content-addressed cache --------------------------------------------------------------
+
+def _build_in_process(args):
+    cache_dir, log = args
+    from omegaconf import OmegaConf
+
+    pipeline = load_pipeline()
+
+    def build(folder: Path) -> None:
+        with open(log, "a") as handle:  # one line per build actually run
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(1.0)  # long enough for the other jobs to arrive while this one builds
+        (folder / "result.txt").write_text("built")
+
+    folder = pipeline.cached(OmegaConf.create({"cache_dir": cache_dir}), "thing", {"a": 1}, build)
+    return str(folder), (folder / "result.txt").read_text()
+
+
+def test_cache_builds_once_when_jobs_race(tmp_path):
+    log = tmp_path / "builds.log"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_build_in_process, [(str(tmp_path / "cache"), str(log))] * 3)
+    assert len(log.read_text().splitlines()) == 1
+    assert len({folder for folder, _ in results}) == 1 and all(text == "built" for _, text in results)
+    key = json.loads((Path(results[0][0]) / "key.json").read_text())
+    assert key == {"a": 1}
