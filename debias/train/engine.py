@@ -118,12 +118,15 @@ class DeepSpeedEngine:
         import deepspeed
 
         self.device, self.precision, self.zero_stage = device, precision, zero_stage
+        bucket = int(min(5e8, sum(p.numel() for p in model.parameters())))
         config = {
             "train_batch_size": micro_batch * grad_accum * world_size,
             "train_micro_batch_size_per_gpu": micro_batch,
             "gradient_accumulation_steps": grad_accum,
             "gradient_clipping": grad_clip,
-            "zero_optimization": {"stage": zero_stage},
+            # DeepSpeed's buckets default to 5e8 elements; a bucket larger than the model only costs
+            # allocation time (seconds per step on CPU), so cap them at the model's size.
+            "zero_optimization": {"stage": zero_stage, "reduce_bucket_size": bucket, "allgather_bucket_size": bucket},
             "bf16": {"enabled": precision == "bf16"},
             # loss_scale 0 = dynamic loss scaling, as Pythia trained
             "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},

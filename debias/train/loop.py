@@ -80,7 +80,7 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
     batches.rows(job.start_step)  # the vocabulary check on the first batch, before anything is written
 
     opt_cfg = {"betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False, **cfg.optimizer}
-    optimizer = build_optimizer(model, **opt_cfg, fused=None if device.type == "cuda" else False)
+    optimizer = build_optimizer(model, **opt_cfg, fused=device.type == "cuda")  # one fused kernel per step on GPU
     if cfg.engine == "deepspeed":
         if job.optimizer_state:
             raise UserError("optimizer_state with trainer.engine=deepspeed: not supported (ZeRO re-partitions the "
@@ -277,6 +277,12 @@ def init_distributed(cfg: TrainerConfig) -> tuple[int, int, int]:
     os.environ.setdefault("MASTER_PORT", str(cfg.master_port or free_port()))
     import deepspeed
 
+    if deepspeed.get_accelerator().device_name() == "cpu":
+        # DeepSpeed's shared-memory all-reduce for CPUs is a C++ op JIT-compiled on first use (about a
+        # minute); plain gloo collectives are enough for CPU runs, so mark the op unavailable.
+        builder = deepspeed.get_accelerator().create_op_builder("ShareMemCommBuilder")
+        if builder is not None:
+            deepspeed.ops.__compatible_ops__[builder.NAME] = False
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     if not dist.is_initialized():
