@@ -1,4 +1,11 @@
-"""`python -m debias.stream {info,show,pack,download}`: look at, build and fetch streams."""
+"""Look at, build and fetch pre-tokenized training streams (Megatron / GPT-NeoX MMIDIDX).
+
+examples:
+  python -m debias.stream info DIR/document                 rows, tokens, steps, 7%/21% windows, shards
+  python -m debias.stream show DIR/document --step 133000 --tokenizer tokenizer.json
+  python -m debias.stream pack --tokenizer tokenizer.json --seq-len 2048 corpus.jsonl out/document
+  python -m debias.stream download deduped DIR              EleutherAI/pile-deduped-pythia-preshuffled
+"""
 
 from __future__ import annotations
 
@@ -112,7 +119,8 @@ def show_rows(stream: IndexedStream, rows: range, ids: bool, tokenizer, step: in
 # argument parsing
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m debias.stream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m debias.stream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("info", help="rows, dtype, tokens, steps covered, shard layout")
