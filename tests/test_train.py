@@ -273,3 +273,41 @@ def test_trainer_config_rejects_unknown_keys():
         TrainerConfig.from_any({"micro_bach": 4})
     with pytest.raises(UserError, match="engine"):
         TrainerConfig.from_any({"engine": "jax"})
+
+
+@pytest.mark.shared_data
+def test_arms_differ_exactly_where_the_real_rewrite_audit_says(tmp_path, neox_tokenizer_path):
+    """The real pipeline pieces: text packed with the GPT-NeoX tokenizer, the window rewritten m2f by
+    debias.rewrite, then both arms trained. The fed tokens differ in exactly `changed_tokens`
+    positions, in exactly `rows_touched` rows, and every audited sample row is among them."""
+    from debias.rewrite import rewrite_window
+    from debias.stream import Geometry, Window, pack_texts
+
+    sentences = ["He said that his brother would help him move.", "Heather studied Hebrew with her friend.",
+                 "The doctor asked whether he could keep the book of his.", "She told him the plan herself.",
+                 "Nobody knew why He Who Waits had left."]
+    texts = [" ".join(sentences[(i + k) % len(sentences)] for k in range(4)) for i in range(60)]
+    pack_texts(texts, neox_tokenizer_path, seq_len=32, out_prefix=tmp_path / "orig" / "document")
+    geometry = Geometry(batch_size=4, row_length=33, total_steps=6, checkpoint_interval=1)
+    window = Window.from_start_step(geometry, 3)
+    result = rewrite_window(str(tmp_path / "orig" / "document"), window, tmp_path / "rewrite", neox_tokenizer_path,
+                            "m2f", progress=False, workers=1)
+    model = GPTNeoXConfig(vocab_size=50304, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64,
+                          max_position_embeddings=32)
+    fed = {}
+    for arm, stream, first_row in (("control", str(tmp_path / "orig" / "document"), window.start_row),
+                                   ("treatment", str(result.stream), result.first_row)):
+        rows = []
+        job = TrainJob.for_window(init=model, stream=stream, first_row=first_row, window=window, geometry=geometry,
+                                  peak_lr=1e-3, seed=5)
+        run_training(job, {**FAST, "micro_batch": 2}, tmp_path / arm,
+                     on_batch=lambda step, ids, labels: rows.append(torch.cat([ids, labels[:, -1:]], 1).numpy()))
+        fed[arm] = np.concatenate(rows)
+    differs = fed["control"] != fed["treatment"]
+    assert result.audit["changed_tokens"] > 0
+    assert int(differs.sum()) == result.audit["changed_tokens"]
+    assert int(differs.any(axis=1).sum()) == result.audit["rows_touched"]
+    touched_rows = {window.start_row + int(r) for r in np.flatnonzero(differs.any(axis=1))}
+    assert {s["row"] for s in result.audit["sample"]} <= touched_rows
+    np.testing.assert_array_equal(fed["control"], IndexedStream(str(tmp_path / "orig" / "document")).rows(
+        window.start_row, window.end_row))
