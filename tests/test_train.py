@@ -311,3 +311,26 @@ def test_arms_differ_exactly_where_the_real_rewrite_audit_says(tmp_path, neox_to
     assert {s["row"] for s in result.audit["sample"]} <= touched_rows
     np.testing.assert_array_equal(fed["control"], IndexedStream(str(tmp_path / "orig" / "document")).rows(
         window.start_row, window.end_row))
+
+
+def test_adam_warmup_uses_the_window_batches_at_zero_lr_then_trains_from_the_window_start(stream, tmp_path):
+    fed_steps = []
+    summary = run_training(tiny_job(stream, start_step=2, end_step=5), {**FAST, "adam_warmup_steps": 2},
+                           tmp_path / "warm", on_batch=lambda step, ids, labels: fed_steps.append(step))
+    records = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    warmup = [r for r in records if r["phase"] == "adam_warmup"]
+    assert [(r["step"], r["lr"]) for r in warmup] == [(2, 0.0), (3, 0.0)]
+    assert sorted(set(fed_steps)) == [2, 3, 4]  # training still starts at the window's first batch
+    assert summary["adam_state"] == "fresh, warmed by 2 zero-lr steps"
+    cold = run_training(tiny_job(stream, start_step=2, end_step=5), FAST, tmp_path / "cold")
+    # the warm-up's losses are the untouched model's, i.e. the cold run's first loss
+    assert warmup[0]["loss"] == [r for r in records if r["phase"] == "train"][0]["loss"]
+    assert cold["final_loss"] != summary["final_loss"]  # warmed moments change the updates
+
+
+def test_bf16_autocast_path_runs_on_cpu(stream, tmp_path):
+    summary = run_training(tiny_job(stream, end_step=3), {**FAST, "precision": "bf16"}, tmp_path / "run")
+    assert summary["precision"] == "bf16" and math.isfinite(summary["final_loss"])
+    assert GPTNeoX.from_pretrained(tmp_path / "run" / "model").embed_in.weight.dtype == torch.float32  # fp32 master
+    with pytest.raises(UserError, match="fp16: needs a GPU"):
+        run_training(tiny_job(stream), {**FAST, "precision": "fp16"}, tmp_path / "fp16")

@@ -57,9 +57,13 @@ def job_for(stream: str, **overrides) -> TrainJob:
     return TrainJob(**{**values, **overrides})
 
 
-def losses(run_dir: Path) -> list[float]:
+def losses(run_dir: Path, key: str = "loss") -> list[float]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if r["phase"] == "train"]
+    return [r[key] for r in map(json.loads, lines) if r["phase"] == "train"]
+
+
+def grad_norms(run_dir: Path) -> list[float]:
+    return losses(run_dir, "grad_norm")
 
 
 @pytest.mark.slow
@@ -72,6 +76,7 @@ def test_deepspeed_two_processes_match_the_torch_engine(stream, tmp_path):
     reference, curve = losses(tmp_path / "torch"), losses(tmp_path / "ds")
     assert len(curve) == len(reference) == 5
     np.testing.assert_allclose(curve, reference, rtol=1e-4, atol=0)
+    np.testing.assert_allclose(grad_norms(tmp_path / "ds"), grad_norms(tmp_path / "torch"), rtol=1e-4, atol=0)
     assert reference[-1] != reference[0]  # the model did train
     # The DeepSpeed run's Hugging Face folder holds its trained weights. Elementwise they agree with the
     # torch run only to about one Adam step (lr): where a gradient is ~0, Adam turns rounding noise of the
