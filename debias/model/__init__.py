@@ -12,17 +12,23 @@ from debias.model.flops import (
 )
 from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
 from debias.model.hub import pythia_checkpoint_steps, resolve_checkpoint
+from debias.model.neox_import import ZeroState, adamw_state_dict, import_checkpoint, load_neox_model, read_zero_state
 
 __all__ = [
     "GPTNeoX",
     "GPTNeoXConfig",
     "ParameterCounts",
+    "ZeroState",
+    "adamw_state_dict",
     "config_from_preset",
     "flops_per_token",
+    "import_checkpoint",
+    "load_neox_model",
     "mfu",
     "parameter_counts",
     "peak_bf16_flops",
     "preset_accounting",
     "pythia_checkpoint_steps",
+    "read_zero_state",
     "resolve_checkpoint",
 ]

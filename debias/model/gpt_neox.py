@@ -63,8 +63,11 @@ class GPTNeoXConfig:
                 f"model hidden_size={self.hidden_size}, num_heads={self.num_heads}: "
                 "hidden_size must be a multiple of num_heads"
             )
-        if not 0.0 <= self.rotary_pct <= 1.0:
-            raise UserError(f"model rotary_pct={self.rotary_pct}: must lie in [0, 1]")
+        if not 0.0 <= self.rotary_pct <= 1.0 or self.rotary_dims % 2:
+            raise UserError(
+                f"model rotary_pct={self.rotary_pct}: must lie in [0, 1] and rotate an even number of "
+                f"each head's {self.head_size} dimensions (rotate-half pairs them)"
+            )
 
     @property
     def head_size(self) -> int:
