@@ -215,10 +215,12 @@ def test_checkpoint_step_must_match_window_start(stream, tmp_path):
 
 
 def test_vocabulary_smaller_than_stream_ids(tmp_path):
-    path = write_stream(tmp_path / "big" / "document", random_rows(BATCH * 8, vocab=100))
-    with pytest.raises(UserError, match="vocabulary has 64 ids"):
+    rows = random_rows(BATCH * 8)
+    rows[BATCH * 5 + 3, 7] = 99  # one id past the model's 64, in the window's last step
+    path = write_stream(tmp_path / "big" / "document", rows)
+    with pytest.raises(UserError, match="holds token id 99 in steps 0..5, but the model's vocabulary has 64 ids"):
         run_training(tiny_job(path), FAST, tmp_path / "run")
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_batch_that_does_not_divide(stream, tmp_path):

@@ -110,6 +110,7 @@ class TrainerConfig:
     peak_tflops: Any = "auto"             # device peak for MFU; auto = known GPUs, none on CPU
     deterministic: Any = "auto"           # torch deterministic algorithms (auto: on for CPU)
     progress: bool = True                 # tqdm progress bar
+    check_token_ids: bool = True          # scan the window's ids against the model's vocabulary first
     # DeepSpeed (engine: deepspeed) and multi-process launch
     zero_stage: int = 1
     nproc_per_node: int = 1

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from debias.errors import UserError
 from debias.io import write_json_atomic
@@ -48,7 +49,7 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
     if isinstance(job, dict):
         job = TrainJob.from_dict(job)
     run_dir = Path(run_dir)
-    check_job(job)
+    check_job(job, cfg)
     rank, local_rank, world_size = init_distributed(cfg)
     layout = BatchLayout.resolve(job.batch_size, cfg.micro_batch, cfg.grad_accum, world_size, cfg.allow_batch_override)
     if layout.rows_per_step != job.batch_size and rank == 0:
@@ -77,7 +78,14 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
     batches = WindowBatches(stream, job.first_row, job.start_step, layout, rank=rank,
                             vocab_size=model.config.vocab_size, name=job.stream)
     batches.check_covers(job.end_step, job.row_length)
-    batches.rows(job.start_step)  # the vocabulary check on the first batch, before anything is written
+    resume = latest_checkpoint(run_dir)
+    if cfg.check_token_ids:
+        check_token_ids(batches, resume[0] if resume else job.start_step, job.end_step)
+    hf_dir = Path(job.hf_dir) if job.hf_dir else run_dir / "checkpoints_hf"
+    save_hf_steps = {s for s in job.save_hf_at_steps if job.start_step <= s <= job.end_step}
+    if resume is None and job.start_step in save_hf_steps and rank == 0:  # e.g. step0 of a pretraining
+        save_hf_folder(model.config, model.state_dict(), hf_dir / f"step{job.start_step}",
+                       job.tokenizer or model.tokenizer_file)
 
     opt_cfg = {"betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False, **cfg.optimizer}
     optimizer = build_optimizer(model, **opt_cfg, fused=device.type == "cuda")  # one fused kernel per step on GPU
@@ -92,7 +100,6 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
 
     # Where to start: the newest checkpoint of this run, else the window start.
     step, loss_sum, loss_count = job.start_step, 0.0, 0
-    resume = latest_checkpoint(run_dir)
     adam_state = "imported" if job.optimizer_state else "fresh"
     if resume is not None:
         meta = load_checkpoint(resume[1], engine, rank, record["fingerprint"])
@@ -110,8 +117,6 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
                       flops_per_token(model.config, seq_len), peak_flops(cfg.peak_tflops, device), enabled=rank == 0,
                       progress=cfg.progress, tensorboard=cfg.tensorboard)
     metrics.forget_after(step)
-    hf_dir = Path(job.hf_dir) if job.hf_dir else run_dir / "checkpoints_hf"
-    save_hf_steps = {s for s in job.save_hf_at_steps if job.start_step <= s <= job.end_step}
 
     def train_step(global_step: int, lr: float, phase: str) -> tuple[float, float]:
         """Forward/backward over the step's micro-batches, then one update at `lr`."""
@@ -140,7 +145,7 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
     def save_hf(folder: Path, checkpoint_folder: Path | None) -> None:
         weights = engine.full_state_dict(checkpoint_folder) if rank == 0 else None
         if rank == 0:
-            save_hf_folder(model.config, weights, folder, job.tokenizer or getattr(model, "tokenizer_file", None))
+            save_hf_folder(model.config, weights, folder, job.tokenizer or model.tokenizer_file)
         barrier()
 
     try:
@@ -148,17 +153,12 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
         # lr = 0 leaves every weight exactly as it was (AdamW's decay is lr * wd * w too), so the
         # window is then trained from its first row: both arms still train on every row once.
         if resume is None and adam_state == "fresh" and cfg.adam_warmup_steps:
-            if cfg.adam_warmup_steps > job.num_steps:
-                raise UserError(f"trainer.adam_warmup_steps={cfg.adam_warmup_steps}: more than the window's "
-                                f"{job.num_steps} steps; lower it")
             for offset in range(cfg.adam_warmup_steps):
                 tick = time.perf_counter()
                 loss, grad_norm = train_step(job.start_step + offset, 0.0, "adam_warmup")
                 metrics.log("adam_warmup", job.start_step + offset, loss, 0.0, grad_norm,
                             time.perf_counter() - tick, write=True)
             adam_state = f"fresh, warmed by {cfg.adam_warmup_steps} zero-lr steps"
-        if resume is None and job.start_step in save_hf_steps:
-            save_hf(hf_dir / f"step{job.start_step}", None)  # the initial model (e.g. step0 of a pretraining)
 
         run_tokens, run_seconds = 0, 0.0
         last_checkpoint = resume[1] if resume else None
@@ -203,7 +203,7 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def check_job(job: TrainJob) -> None:
+def check_job(job: TrainJob, cfg: TrainerConfig) -> None:
     if job.init_step is not None and job.init_step != job.start_step:
         raise UserError(f"init {job.init}: the checkpoint is at step {job.init_step} but the window starts at step "
                         f"{job.start_step}; load the checkpoint of step {job.start_step}")
@@ -214,6 +214,27 @@ def check_job(job: TrainJob) -> None:
     if job.first_row < 0 or job.batch_size < 1 or job.row_length < 2:
         raise UserError(f"train job: first_row {job.first_row}, batch_size {job.batch_size}, row_length "
                         f"{job.row_length}: need first_row >= 0, batch_size >= 1, row_length >= 2")
+    if cfg.adam_warmup_steps > job.num_steps:
+        raise UserError(f"trainer.adam_warmup_steps={cfg.adam_warmup_steps}: more than the window's "
+                        f"{job.num_steps} steps; lower it")
+
+
+def check_token_ids(batches: WindowBatches, start_step: int, end_step: int) -> None:
+    """Every token id still to be trained on fits the model's vocabulary, checked before training
+    starts (a few seconds per 10 GB; each rank scans its own rows)."""
+    vocab_size, batches.vocab_size = batches.vocab_size, None  # scan here; per-batch checks stay as a guard
+    largest = torch.tensor(-1)
+    try:
+        for step in tqdm(range(start_step, end_step), desc="checking token ids", unit="step", leave=False,
+                         disable=end_step - start_step < 1000):
+            largest = torch.maximum(largest, torch.tensor(int(batches.rows(step).max())))
+    finally:
+        batches.vocab_size = vocab_size
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    if int(largest) >= vocab_size:
+        raise UserError(f"{batches.name}: holds token id {int(largest)} in steps {start_step}..{end_step - 1}, but the "
+                        f"model's vocabulary has {vocab_size} ids; use the model that matches this stream's tokenizer")
 
 
 def build_model(job: TrainJob):
