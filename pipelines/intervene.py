@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from debias.errors import UserError, exit_on_user_error  # noqa: E402
-from debias.io import sha256_json, write_json_atomic, write_text_atomic  # noqa: E402
+from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_atomic  # noqa: E402
 from debias.report import assemble, write_run_report  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -88,6 +88,21 @@ def cached(cfg: DictConfig, kind: str, key: Any, build: Callable[[Path], None]) 
 
 # ---- stages -----------------------------------------------------------------------------------
 
+STREAM_CONTENT = ("index_sha256", "index_bytes", "rows", "dtype", "row_length")
+
+
+def eval_file_checksums(eval_cfg: dict) -> dict:
+    """sha256 of each benchmark's data file (or of a folder's files) named by `<section>.path`."""
+    sums = {}
+    for section, settings in sorted(eval_cfg.items()):
+        path = Path(settings["path"]) if isinstance(settings, dict) and settings.get("path") else None
+        if path is None or not path.exists() or not settings.get("enabled", True):
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        sums[section] = sha256_json({str(f.relative_to(path) if path.is_dir() else f.name): sha256_file(f) for f in files})
+    return sums
+
+
 @dataclass
 class Prepared:
     """What the prepare stage resolved: everything later stages read."""
@@ -137,9 +152,11 @@ def prepare(cfg: DictConfig) -> Prepared:
     stream_identity = opened.identity()
     model = {"name": cfg.model.name, "source": str(source), "checkpoint": str(checkpoint),
              "step": window.start_step, "architecture": model_config}
-    data = {"stream": stream_identity, "tokenizer": tokenizer,
-            "window": window.describe(), "eval": {k: v for k, v in eval_cfg.items() if "path" in k or "file" in k}}
-    data["checksum"] = sha256_json({"stream": stream_identity, "eval": data["eval"]})[:16]
+    data = {"stream": stream_identity, "tokenizer": tokenizer, "tokenizer_sha256": sha256_file(tokenizer),
+            "eval_files": eval_file_checksums(eval_cfg), "window": window.describe()}
+    # What the data *are*, not where they lie: runs on the same data in other folders compare.
+    data["checksum"] = sha256_json({"stream": {k: v for k, v in stream_identity.items() if k in STREAM_CONTENT},
+                                    "tokenizer": data["tokenizer_sha256"], "eval": data["eval_files"]})[:16]
     return Prepared(geometry, window, checkpoint, stream, tokenizer, eval_cfg, model, data)
 
 
@@ -150,26 +167,29 @@ def rewrite(cfg: DictConfig, prep: Prepared):
     iv = cfg.intervention
     if iv.direction == "none":
         return None
-    # One cache entry per (stream, tokenizer, direction, policy): the rewriter extends or reuses
-    # its own passes inside it, so the 21% window's pass serves the 7% one.
-    key = {"stream": prep.data["stream"], "tokenizer": prep.tokenizer, "direction": iv.direction,
-           "fraction": iv.fraction, "seed": iv.seed, "resolver": iv.resolver}
-    folder = Path(cfg.cache_dir) / "rewrite" / sha256_json(key)[:20]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{folder}.lock"):
-        return rewrite_window(prep.stream, prep.window, folder, prep.tokenizer, iv.direction,
+    # One folder per (settings, window) side by side in <cache>/rewrite: the rewriter returns a
+    # finished sibling pass of the same settings that covers the window (the 21% pass serves the
+    # 7% one). One lock per settings makes a 7% job wait for a running 21% pass, then reuse it.
+    settings = sha256_json({"stream": prep.data["stream"], "tokenizer": prep.tokenizer, "direction": iv.direction,
+                            "fraction": iv.fraction, "seed": iv.seed, "resolver": iv.resolver})[:16]
+    window = prep.window
+    out_dir = Path(cfg.cache_dir) / "rewrite" / f"{settings}_rows{window.start_row}-{window.end_row}"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir.parent / f"{settings}.lock")):
+        return rewrite_window(prep.stream, window, out_dir, prep.tokenizer, iv.direction,
                               fraction=iv.fraction, seed=iv.seed, resolver=iv.resolver)
 
 
 def train_arm(cfg: DictConfig, prep: Prepared, stream: str, first_row: int, rows_identity: Any) -> Path:
-    """Continue the checkpoint on the given rows; the run folder (cached by content)."""
+    """Continue the checkpoint on the given rows; the run folder (cached by the job, the trainer
+    settings and the identity of the rows, so each ratio's control trains once per sweep)."""
     from debias.train import TrainerConfig, TrainJob, launch_training
 
     job = TrainJob.for_window(init=str(prep.checkpoint), stream=stream, first_row=first_row, window=prep.window,
                               geometry=prep.geometry, peak_lr=float(cfg.model.peak_lr), seed=int(cfg.seed),
                               init_step=prep.window.start_step, tokenizer=prep.tokenizer)
     trainer = TrainerConfig.from_any(cfg.trainer)
-    key = {"job": {**job.to_dict(), "stream": rows_identity}, "trainer": trainer.to_dict()}
+    key = {"job": job.to_dict(), "rows": rows_identity, "trainer": trainer.to_dict()}
     return cached(cfg, "train", key, lambda folder: launch_training(job, trainer, folder))
 
 
@@ -219,10 +239,10 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         direction = cfg.intervention.direction
         if direction != "none":
             rewritten = stage("rewrite", rewrite, cfg, prep)
-        control_rows = {"stream": prep.data["stream"], "first_row": prep.window.start_row}
+        control_rows = prep.data["stream"]
         arm_runs = {"control": stage("train:control", train_arm, cfg, prep, prep.stream, prep.window.start_row, control_rows)}
         if rewritten is not None:
-            treatment_rows = {"rewrite": assemble.split_volatile(rewritten.manifest)[0], "first_row": rewritten.first_row}
+            treatment_rows = assemble.split_volatile(rewritten.manifest)[0]
             arm_runs["treatment"] = stage("train:treatment", train_arm, cfg, prep, str(rewritten.stream),
                                           rewritten.first_row, treatment_rows)
         models = {"baseline": (prep.checkpoint, {"checkpoint": prep.model["checkpoint"], "step": prep.window.start_step})}

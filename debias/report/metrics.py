@@ -112,13 +112,17 @@ def find_breakdown(section: Mapping[str, Any], hint: str) -> tuple[str, Mapping[
     return None
 
 
-def main_value(entry: Any) -> tuple[str, float, tuple[float, float] | None] | None:
-    """The headline number of a breakdown entry: a bare number, or the first metric of a mapping."""
+def main_value(entry: Any, prefer: tuple[str, ...] = ()) -> tuple[str, float, tuple[float, float] | None] | None:
+    """The headline number of a breakdown entry: a bare number, or of a mapping's metrics the
+    first named in `prefer` (e.g. the section's own headline), else the first with an interval."""
     if is_number(entry):
         return "value", float(entry), None
     if isinstance(entry, Mapping):
-        for metric in iter_metrics(entry):
-            return metric.name, metric.value, metric.ci95
+        metrics = {m.name: m for m in iter_metrics(entry)}
+        chosen = next((metrics[n] for n in prefer if n in metrics), None) or \
+            next((m for m in metrics.values() if m.ci95 is not None), None)
+        if chosen:
+            return chosen.name, chosen.value, chosen.ci95
     return None
 
 

@@ -9,22 +9,28 @@ from __future__ import annotations
 import io
 from typing import Any, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from debias.report.metrics import Metric, find_breakdown, main_value, metrics_of  # noqa: E402
+from debias.report.metrics import Metric, find_breakdown, main_value, metrics_of
 
 ARM_COLORS = {"baseline": "#7f7f7f", "control": "#1f77b4", "treatment": "#d62728"}
 DIRECTION_COLORS = {"control": "#1f77b4", "m2f": "#d62728", "f2m": "#2ca02c", "swap": "#9467bd", "baseline": "#7f7f7f"}
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use (it takes seconds to load,
+    and command lines that fail early on bad settings should not pay for it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def to_png(fig) -> bytes:
     buffer = io.BytesIO()
     # No creation date in the metadata: the same data gives the same bytes.
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -39,7 +45,7 @@ def training_loss(curves: Mapping[str, Sequence[Sequence[float]]]) -> bytes | No
     curves = {arm: points for arm, points in curves.items() if points}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = pyplot().subplots(figsize=(7, 3.6))
     for arm in sorted(curves):
         steps, losses = zip(*[(p[0], p[1]) for p in curves[arm]])
         ax.plot(steps, losses, label=arm, color=ARM_COLORS.get(arm), linewidth=1.2)
@@ -54,17 +60,21 @@ def training_loss(curves: Mapping[str, Sequence[Sequence[float]]]) -> bytes | No
 def winobias_per_occupation(arms: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     """One horizontal bar group per occupation, one bar per arm, with intervals."""
     tables = {}
-    for arm, metrics in arms.items():
-        found = find_breakdown(metrics.get("winobias", {}), "occupation")
+    for arm, sections in arms.items():
+        winobias = sections.get("winobias", {})
+        found = find_breakdown(winobias, "occupation")
         if found:
-            tables[arm] = {occ: main_value(entry) for occ, entry in found[1].items()}
+            # Each occupation's own version of the section's headline (stereotype accuracy).
+            prefer = tuple(m.name.split(".", 1)[1] for m in metrics_of({"winobias": winobias}).values())
+            labels = {occ: _with_stereotype(occ, entry) for occ, entry in found[1].items()}
+            tables[arm] = {labels[occ]: main_value(entry, prefer) for occ, entry in found[1].items()}
     tables = {arm: {k: v for k, v in t.items() if v} for arm, t in tables.items()}
     if not any(tables.values()):
         return None
-    occupations = sorted({occ for table in tables.values() for occ in table})
+    occupations = sorted({occ for table in tables.values() for occ in table}, key=lambda o: (o[-3:] if o.endswith(")") else "", o))  # F, then M
     label = next(value[0] for table in tables.values() for value in table.values())
     height = 0.8 / len(tables)
-    fig, ax = plt.subplots(figsize=(7.5, max(3.0, 0.28 * len(occupations) * max(1, len(tables)) ** 0.5)))
+    fig, ax = pyplot().subplots(figsize=(7.5, max(3.0, 0.28 * len(occupations) * max(1, len(tables)) ** 0.5)))
     for i, arm in enumerate(sorted(tables)):
         ys = [j + i * height for j in range(len(occupations))]
         entries = [tables[arm].get(occ) for occ in occupations]
@@ -75,10 +85,18 @@ def winobias_per_occupation(arms: Mapping[str, Mapping[str, Any]]) -> bytes | No
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(occupations))], occupations, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel(label.replace("_", " "))
+    if "accuracy" in label:
+        ax.axvline(0.5, color="black", linewidth=0.8, linestyle="--")  # no preference
     ax.set_title("WinoBias per occupation")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8)
     return to_png(fig)
+
+
+def _with_stereotype(occupation: str, entry: Any) -> str:
+    """`nurse (F)`: the occupation with its stereotyped gender, when the breakdown records it."""
+    stereotype = entry.get("stereotype") if isinstance(entry, Mapping) else None
+    return f"{occupation} ({str(stereotype)[0].upper()})" if stereotype else occupation
 
 
 def _grouped_bars(title: str, groups: Mapping[str, Mapping[str, Metric]], ylabel: str, chance: float | None):
@@ -86,7 +104,7 @@ def _grouped_bars(title: str, groups: Mapping[str, Mapping[str, Metric]], ylabel
     labels = list(groups)
     arms = sorted({arm for group in groups.values() for arm in group})
     width = 0.8 / max(1, len(arms))
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(labels) * max(1, len(arms)) ** 0.5), 3.6))
+    fig, ax = pyplot().subplots(figsize=(max(4.5, 1.4 * len(labels) * max(1, len(arms)) ** 0.5), 3.6))
     for i, arm in enumerate(arms):
         metrics = [groups[label].get(arm) for label in labels]
         values = [m.value if m else float("nan") for m in metrics]
@@ -147,7 +165,7 @@ def metric_vs_ratio(name: str, lines: Mapping[str, Sequence[tuple[float, Metric]
     """One bias metric against the intervention ratio, one line per direction (with intervals)."""
     if not any(lines.values()):
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     for direction in sorted(lines):
         points = sorted(lines[direction], key=lambda point: point[0])
         if not points:
