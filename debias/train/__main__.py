@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from debias.errors import UserError, exit_on_user_error
@@ -27,9 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, json.JSONDecodeError, KeyError) as err:
         raise UserError(f"{args.spec}: not a train_job.json ({err}); write it with debias.train.launch_training") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from debias.train.loop import run_training
+    from debias.train.loop import EXIT_DIVERGED, TrainingDiverged, run_training
 
-    run_training(job, trainer, args.spec.parent)
+    try:
+        run_training(job, trainer, args.spec.parent)
+    except TrainingDiverged as err:  # not bad input, but still one clear line
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

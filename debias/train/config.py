@@ -9,6 +9,7 @@ Both are plain JSON-able dataclasses, so a launcher can hand them to worker proc
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -59,6 +60,13 @@ class TrainJob:
     save_hf_at_steps: list[int] = field(default_factory=list)
     hf_dir: str | None = None
     gelu: str | None = None
+
+    def __post_init__(self) -> None:  # accept Paths; the job must stay JSON-able for worker processes
+        if isinstance(self.init, os.PathLike):
+            self.init = str(self.init)
+        for name in ("stream", "tokenizer", "optimizer_state", "hf_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, str(getattr(self, name)))
 
     @classmethod
     def for_window(cls, init, stream: str, first_row: int, window, geometry, peak_lr: float, **kw) -> "TrainJob":

@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from debias.errors import UserError
+from debias.errors import EXIT_BAD_INPUT, UserError
 from debias.train.checkpoint import JOB_RECORD, claim_run_dir, fingerprint
 from debias.train.config import TrainerConfig, TrainJob
-from debias.train.loop import free_port, run_training
+from debias.train.loop import EXIT_DIVERGED, TrainingDiverged, free_port, run_training
 
 log = logging.getLogger("debias.train")
 
@@ -45,9 +45,13 @@ def launch_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".") 
     log.info("launching %s", " ".join(command))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, env=env)
+    if result.returncode == EXIT_BAD_INPUT:
+        raise UserError(f"{spec}: the training workers refused their input (their error is printed above)")
+    if result.returncode == EXIT_DIVERGED:
+        raise TrainingDiverged(f"{spec}: training diverged (details above); the last good checkpoint is kept")
     if result.returncode != 0:
-        raise UserError(f"{spec}: training workers exited with code {result.returncode} (see their output above); "
-                        "rerun the same command to resume from the last checkpoint")
+        raise RuntimeError(f"{spec}: training workers exited with code {result.returncode} (output above); "
+                           "rerun the same command to resume from the last checkpoint")
     return json.loads((run_dir / "summary.json").read_text())
 
 

@@ -30,6 +30,9 @@ from debias.train.schedule import lr_at
 log = logging.getLogger("debias.train")
 
 
+EXIT_DIVERGED = 3  # exit status of a worker whose loss diverged (bad input is 2)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
 
@@ -44,6 +47,14 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
     (CPU tensors, before the forward pass); tests use it to check what each arm consumed.
     Returns the summary also written to `<run_dir>/summary.json`.
     """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(job, trainer_cfg, run_dir, on_batch)
+    finally:  # the setting is process-wide: give the caller back its own
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
     started = time.time()
     cfg = TrainerConfig.from_any(trainer_cfg)
     if isinstance(job, dict):
