@@ -94,29 +94,25 @@ def read_steps(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_kill_9_at_a_random_step_then_rerun_is_bitwise_equal(stream, tmp_path):
-    job = job_for(stream, end_step=8)
+    job = job_for(stream, end_step=7)
     trainer = TrainerConfig.from_any({**QUIET, "micro_batch": 4, "checkpoint_every": 1, "keep_last": 2})
-    for name in ("whole", "killed"):  # both runs as worker processes: same code path, same threads
-        run_dir = tmp_path / name
-        claim_run_dir(run_dir, {"fingerprint": fingerprint(job.to_dict(), trainer.to_dict(), 1),
-                                "job": job.to_dict(), "trainer": trainer.to_dict(), "world_size": 1})
-    command = [sys.executable, "-m", "debias.train"]
-    subprocess.run(command + [str(tmp_path / "whole" / "train_job.json")], check=True, cwd=PROJECT_ROOT,
-                   capture_output=True)
+    launch_training(job, trainer, tmp_path / "whole")  # in this process, one thread like the worker
 
-    kill_after = random.Random().randint(1, 6)  # steps completed before SIGKILL
-    worker = subprocess.Popen(command + [str(tmp_path / "killed" / "train_job.json")], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = tmp_path / "killed"
+    claim_run_dir(killed, {"fingerprint": fingerprint(job.to_dict(), trainer.to_dict(), 1),
+                           "job": job.to_dict(), "trainer": trainer.to_dict(), "world_size": 1})
+    command = [sys.executable, "-m", "debias.train", str(killed / "train_job.json")]
+    kill_after = random.Random().randint(1, 5)  # steps completed before SIGKILL
+    worker = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while read_steps(tmp_path / "killed") < kill_after and worker.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    while read_steps(killed) < kill_after and worker.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert not (tmp_path / "killed" / "model").exists(), f"killed after {kill_after} steps, but it had finished"
+    assert not (killed / "model").exists(), f"killed after {kill_after} steps, but it had finished"
 
-    subprocess.run(command + [str(tmp_path / "killed" / "train_job.json")], check=True, cwd=PROJECT_ROOT,
-                   capture_output=True)
-    whole, resumed = (load_file(str(tmp_path / d / "model" / "model.safetensors")) for d in ("whole", "killed"))
+    subprocess.run(command, check=True, cwd=PROJECT_ROOT, capture_output=True)  # the same command again
+    whole, resumed = (load_file(str(d / "model" / "model.safetensors")) for d in (tmp_path / "whole", killed))
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole), f"differs after a kill at step {kill_after}"
-    assert losses(tmp_path / "whole") == losses(tmp_path / "killed")
+    assert losses(tmp_path / "whole") == losses(killed)
