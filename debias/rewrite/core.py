@@ -9,11 +9,13 @@ tokens never cross a row, because every replacement has the length of what it re
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from debias.rewrite import lexicon
 from debias.rewrite.tables import TokenTables
 
 # Why a found form was left alone; "rewrite" (0) means it was replaced.
@@ -114,9 +116,12 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     # whole word: the next token must not continue the word, nor the previous one lead into it
     mark((has_n1 & t.word_start[n1]) | (left & has_p1 & t.word_end[p1]), "not_whole_word")
     # "He et al." / "He et al"
-    mark(has_n1 & (t.et_al_one[n1] | (t.et[n1] & has_n2 & t.al[n2])), "et_al")
+    mark(has_n1 & t.et_al_one[n1], "et_al")
     # helium: only the capitalised "He"
-    mark(t.form_is_he_title[form] & ((has_p1 & t.helium_before[p1]) | (has_n1 & t.helium_after[n1])), "helium")
+    he_title = t.form_is_he_title[form]
+    mark(he_title & ((has_p1 & t.helium_before[p1]) | (has_n1 & t.helium_after[n1])), "helium")
+    _cue_words(ctx, t, reason, np.flatnonzero((reason == REWRITE) & has_n1 & t.cue_piece_after[n1]),
+               np.flatnonzero((reason == REWRITE) & he_title & has_p1 & t.cue_piece_before[p1]), he_title)
     # language codes and paths in URLs and markup: /he/, lang="he", he.wikipedia, ?hl=he
     markup_left = left & has_p1 & (t.ends_markup[p1] | (t.is_quote[p1] & has_p2 & t.ends_equals[p2]))
     mark(markup_left | (has_n1 & t.starts_slash[n1]), "url_or_markup")
@@ -132,6 +137,31 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     hyphen_right = has_n1 & (t.hyphen_word[n1] | (t.is_hyphen[n1] & has_n2 & t.word_start[n2]))
     mark(hyphen_right | (left & has_p1 & t.ends_hyphen[p1]), "hyphen_compound")
     return reason, at_edge
+
+
+ET_AL = re.compile(r"\s*et\.?\s+al\b", re.IGNORECASE)
+FIRST_WORD, LAST_WORD = re.compile(r"\s*(\w+)"), re.compile(r"(\w+)\W*$")
+
+
+def _cue_words(ctx: Context, t: TokenTables, reason, after_idx, before_idx, he_title) -> None:
+    """"et al" and helium cue words that the vocabulary splits into pieces: decode a few tokens."""
+    def text(i, lo, hi):
+        row_start = ctx.pos[i] - ctx.col[i]
+        lo, hi = max(lo, row_start), min(hi, row_start + ctx.row_length)
+        return "".join(t.strings[k] for k in ctx.flat[lo:hi].tolist())
+
+    for i in after_idx.tolist():
+        end = int(ctx.pos[i] + ctx.length[i])
+        following = text(i, end, end + 6)
+        word = FIRST_WORD.match(following)
+        if ET_AL.match(following):
+            reason[i] = R["et_al"]
+        elif he_title[i] and word and word.group(1).lower() in lexicon.HELIUM_AFTER:
+            reason[i] = R["helium"]
+    for i in before_idx.tolist():
+        word = LAST_WORD.search(text(i, int(ctx.pos[i]) - 6, int(ctx.pos[i])))
+        if word and word.group(1).lower() in lexicon.HELIUM_BEFORE:
+            reason[i] = R["helium"]
 
 
 def _inside_caps_text(ctx: Context, t: TokenTables) -> np.ndarray:
@@ -322,15 +352,17 @@ def remaining_source_pronouns(before: np.ndarray | None, after: np.ndarray, tabl
                               first_row: int = 0, seed: int = 1234, fraction: float = 1.0) -> Counter:
     """Whole-word source pronouns left unchanged in `after`, by the reason they were left.
 
-    Scans the rewritten rows afresh. With `before` (needed for `swap`, whose targets are source
-    forms too) only positions equal in both count. Reason "rewrite" means nothing explains it.
+    Scans the rewritten rows afresh. For `swap`, whose targets are source forms too, `before` is
+    needed and only positions equal in both count. Reason "rewrite" means nothing explains it.
     """
     n, length = after.shape
     flat = after.reshape(-1)
     pos, form = find_forms(flat, length, tables)
     reason, _ = classify(flat, length, pos, form, tables)
     keep = reason != NOT_WHOLE_WORD
-    if before is not None:
+    if tables.direction == "swap":
+        if before is None:
+            raise ValueError("remaining_source_pronouns: a swap needs the rows before the rewrite")
         flat_before = before.reshape(-1)
         same = np.ones(pos.size, dtype=bool)
         for j in range(tables.max_form_length):

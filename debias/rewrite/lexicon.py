@@ -73,6 +73,9 @@ AFTER_OBJECT_HER = frozenset(
     # determiners, pronouns
     "the a an this that these those my your his her its our their some any each no all both "
     "another such what which whose whom who i you he she it we they me him us them "
+    "anything something nothing everything anyone someone everyone nobody "
+    # adjectives that never stand before a noun: "found her asleep"
+    "asleep awake alive afraid aware "
     # prepositions, particles, conjunctions, complementisers
     "to in on at by for from with without about into onto over under up down out off away back "
     "around through across along behind after before during since until than as of like near "

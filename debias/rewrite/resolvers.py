@@ -35,7 +35,9 @@ class RulesResolver:
         ends_phrase = ~has_n1 | t.no_word[n1]
         # his: independent ("it is his.", "his and mine") unless a determiner follows the
         # conjunction ("his and her books")
-        coordinated = has_n1 & t.after_indep_his[n1] & has_n2 & t.possessive[n2]
+        n3, has_n3 = ctx.after(3)
+        coordinated = (has_n1 & t.after_indep_his[n1] & has_n2 & t.possessive[n2]
+                       & has_n3 & ~t.no_word[n3] & ~t.after_indep_his[n3])
         his_indep = ends_phrase | (t.after_indep_his[n1] & ~coordinated)
         # her: object before punctuation, function words and verbs ("gave her the", "let her go",
         # "made her smile"), determiner before anything else ("her smile", "her new car")
@@ -109,13 +111,13 @@ class LearnedResolver:
 
         model = learned.load_model()
         words = np.array(t.form_word)[form]
-        second = np.zeros(pos.size, dtype=bool)
-        for word in ("his", "her"):
-            idx = np.flatnonzero(words == word)
-            if idx.size:
-                scores = learned.score(model[word], flat, row_length, pos[idx], form[idx], t)
-                second[idx] = scores > 0
-        return second.astype(np.int8), np.full(pos.size, METHODS.index("learned"), dtype=np.int8)
+        # his: the rules (they agree with the tagger on 99%; see learned.py); her: the model
+        choice, method = RulesResolver().choose(flat, row_length, pos, form, t)
+        her = np.flatnonzero(words == "her")
+        if her.size:
+            choice[her] = learned.score(model["her"], flat, row_length, pos[her], form[her], t) > 0
+            method[her] = METHODS.index("learned")
+        return choice, method
 
 
 RESOLVERS = {"rules": RulesResolver, "spacy": SpacyResolver, "learned": LearnedResolver}

@@ -205,10 +205,15 @@ class TokenTables:
         self.is_empty = self.lut(lambda s: s == "")
         # exclusions
         self.et_al_one = self.lut(lambda s: s.lstrip().lower().startswith("et al"))
-        self.et = self.lut(lambda s: s.strip().lower() == "et")
-        self.al = self.lut(lambda s: s.strip().lower() in ("al", "al.") or s.lstrip().lower().startswith("al."))
         self.helium_before = self.word_lut(lexicon.HELIUM_BEFORE)
         self.helium_after = self.word_lut(lexicon.HELIUM_AFTER)
+        # Pieces of a cue word that a vocabulary splits (" e"+"t al", " at"+"oms", "liqu"+"id"):
+        # the few matches next to one are checked on the decoded text (core._cue_words).
+        after = [w for w in lexicon.HELIUM_AFTER] + ["et"]
+        self.cue_piece_after = self.lut(lambda s: bool(s) and not s.strip() or s[:1].isspace() and any(
+            w.startswith(s.strip().lower()) for w in after) and not s.lstrip().lower().startswith("et al"))
+        self.cue_piece_before = self.lut(lambda s: bool(s) and _is_word_char(s[0]) and any(
+            w.endswith(s.lower()) and w != s.lower() for w in lexicon.HELIUM_BEFORE))
         self.dot_word = self.lut(lambda s: len(s) > 1 and s[0] == "." and _is_word_char(s[1]))
         self.is_dot = self.lut(lambda s: s == ".")
         self.opens_call = self.lut(lambda s: s[:1] in ("(", "["))

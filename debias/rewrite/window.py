@@ -1,0 +1,282 @@
+"""The pass: rewrite a window of a stream into a new stream, with a manifest and an audit.
+
+Layout of `out_dir` when done:
+    rewritten.bin / rewritten.idx   exactly the window's rows, same dtype and row length
+    manifest.json                   what was done to what (source identity, window, tokenizer, config)
+    audit.json                      counts that prove it (see core.BlockAudit)
+While running, `out_dir/.partial/` holds one `.npy` per finished block of rows and a `.json` with
+its audit and sha256. A killed pass resumes from the finished blocks (hashes checked), and since a
+block's content depends only on its rows and the config, the result is byte-identical to a pass
+that was never interrupted.
+
+Reuse: a finished pass with the same configuration whose window covers this one (in `out_dir` or in
+a sibling folder of it, which is how the pipeline's cache lays passes out) is returned as is, with
+`first_row` pointing at this window's first row inside it: the 21% pass serves the 7% run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from debias.errors import UserError
+from debias.io import atomic_output, sha256_file, sha256_json, write_json_atomic
+from debias.rewrite import lexicon
+from debias.rewrite.core import REASONS, BlockAudit, rewrite_rows
+from debias.rewrite.resolvers import check_resolver
+from debias.rewrite.tables import get_tables, load_tokenizer, tokenizer_file, tokenizer_sha256
+from debias.stream import IndexedStream, StreamWriter, Window
+
+REWRITER_VERSION = 1  # bump when a change alters what a pass writes: old caches stop matching
+STREAM_NAME = "rewritten"
+DEFAULT_BLOCK_ROWS = 4096  # ~16 MB of uint16 per block: big enough to amortise, small enough to resume
+SAMPLE_PER_BLOCK, SAMPLE_TOTAL = 2, 40
+
+
+@dataclass
+class RewriteResult:
+    stream: Path  # prefix of the stream holding the window's rows (maybe a larger reused pass)
+    first_row: int  # row in `stream` of the window's first global row
+    manifest: dict
+    audit: dict
+
+
+# --- checking the request -------------------------------------------------------------------------
+
+def check_fraction(fraction) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0.0 <= float(fraction) <= 1.0:
+        raise UserError(f"fraction={fraction!r}: must be a number in [0, 1] (the share of rows rewritten)")
+    return float(fraction)
+
+
+def _check_output_is_not_input(source: IndexedStream, out_dir: Path) -> None:
+    inputs = {source.prefix.resolve(), source.idx_path.resolve(), *(p.resolve() for p in source.data_paths)}
+    out_prefix = (out_dir / STREAM_NAME).resolve()
+    if out_dir.resolve() in inputs or out_prefix in inputs:
+        raise UserError(f"{out_dir}: the output is the input stream; pass a new folder for the rewritten window")
+
+
+def _check_vocabulary(source: IndexedStream, window: Window, vocab_size: int, tokenizer: str) -> None:
+    """Cheap early check on the window's first and last rows; every block checks its own rows too."""
+    for start in (window.start_row, max(window.start_row, window.end_row - 64)):
+        rows = source.rows(start, min(start + 64, window.end_row))
+        _check_ids(rows, vocab_size, source, tokenizer, start)
+
+
+def _check_ids(rows: np.ndarray, vocab_size: int, source_name, tokenizer: str, first_row: int) -> None:
+    if rows.size and (int(rows.max()) >= vocab_size or int(rows.min()) < 0):
+        bad = int(rows.max()) if int(rows.max()) >= vocab_size else int(rows.min())
+        raise UserError(f"{getattr(source_name, 'idx_path', source_name)}: token id {bad} near row {first_row} is "
+                        f"outside the vocabulary of {tokenizer} ({vocab_size} ids); pass the tokenizer the "
+                        f"stream was made with")
+
+
+# --- the pass -------------------------------------------------------------------------------------
+
+def pass_config(source: IndexedStream, tokenizer: str, direction: str, fraction: float, seed: int,
+                resolver: str) -> dict:
+    """Everything that determines the rewritten rows, except the window."""
+    identity = source.identity()
+    return {
+        "rewriter_version": REWRITER_VERSION,
+        "source": {"index_sha256": identity["index_sha256"],
+                   "data_bytes": [d["bytes"] for d in identity["data"]],
+                   "rows": identity["rows"], "dtype": identity["dtype"]},
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "direction": direction,
+        "fraction": fraction,
+        "seed": int(seed),
+        "resolver": resolver,
+    }
+
+
+def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, fraction: float = 1.0,
+                   seed: int = 1234, resolver: str = "rules", workers: int | None = None,
+                   block_rows: int = DEFAULT_BLOCK_ROWS, progress: bool = True) -> RewriteResult:
+    """Rewrite rows [window.start_row, window.end_row) of `source` into `out_dir` (see module doc)."""
+    direction = lexicon.check_direction(direction)
+    fraction = check_fraction(fraction)
+    resolver = check_resolver(resolver)
+    if block_rows <= 0:
+        raise UserError(f"block_rows={block_rows}: must be a positive number of rows")
+    tokenizer = str(tokenizer_file(tokenizer))
+    vocab_size = load_tokenizer(tokenizer).get_vocab_size(with_added_tokens=True)
+    stream = source if isinstance(source, IndexedStream) else IndexedStream(source)
+    out_dir = Path(out_dir)
+    _check_output_is_not_input(stream, out_dir)
+    window.check_fits(stream)
+    _check_vocabulary(stream, window, vocab_size, tokenizer)
+
+    get_tables(tokenizer, direction)  # build once here; forked workers inherit them
+    config = pass_config(stream, tokenizer, direction, fraction, seed, resolver)
+    key = sha256_json(config)
+    reused = find_reusable(out_dir, key, window)
+    if reused is not None:
+        return reused
+    _refuse_other_output(out_dir, key, window)
+
+    span = (window.start_row, window.end_row)
+    blocks = [(b, min(b + block_rows, span[1])) for b in range(span[0], span[1], block_rows)]
+    partial = out_dir / ".partial"
+    _open_partial(partial, {"config": config, "key": key, "rows": list(span), "block_rows": block_rows})
+    done = {i for i, block in enumerate(blocks) if _block_done(partial, i)}
+    todo = [(i, *blocks[i]) for i in range(len(blocks)) if i not in done]
+    job = dict(source=str(stream.idx_path), tokenizer=tokenizer, direction=direction, fraction=fraction,
+               seed=int(seed), resolver=resolver, partial=str(partial), vocab_size=vocab_size)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    bar = tqdm(total=window.num_tokens, initial=sum(blocks[i][1] - blocks[i][0] for i in done) * window.geometry.row_length,
+               unit="tok", unit_scale=True, desc=f"rewrite {direction}", disable=not progress)
+    with bar:
+        if workers == 1:
+            _init_worker(job)
+            for item in todo:
+                bar.update(_run_block(item))
+        else:
+            # fork: workers inherit the built tables and need no importable __main__
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            with multiprocessing.get_context(method).Pool(workers, _init_worker, (job,)) as pool:
+                for n in pool.imap_unordered(_run_block, todo):
+                    bar.update(n)
+
+    audit = BlockAudit()
+    stream_prefix = out_dir / STREAM_NAME
+    digest = hashlib.sha256()
+    with StreamWriter(stream_prefix, stream.dtype, row_length=window.geometry.row_length) as writer:
+        for i in range(len(blocks)):
+            rows = np.load(partial / f"block-{i:06d}.npy")
+            writer.append_rows(rows)
+            digest.update(memoryview(np.ascontiguousarray(rows)).cast("B"))
+            block_audit = json.loads((partial / f"block-{i:06d}.json").read_text())["audit"]
+            audit.merge(BlockAudit.from_dict(block_audit), max_sample=SAMPLE_TOTAL)
+    tables = get_tables(tokenizer, direction)
+    manifest = {
+        "config_key": key,
+        **config,
+        "source": {**stream.identity(), **config["source"]},
+        "window": window.describe(),
+        "rows": list(span),
+        "stream": str(stream_prefix),
+        "output_bin_sha256": digest.hexdigest(),
+        "tokenizer": tokenizer,
+        "block_rows": block_rows,
+        "policies": {
+            **tables.policies(),
+            "fraction": "a row is rewritten when a hash of (seed, global row index) falls below "
+                        "`fraction`, so any window selects the same rows as a larger one around it",
+            "skip_reasons": list(REASONS[1:]),
+        },
+        "forms": tables.describe(),
+    }
+    audit_dict = {**audit.to_dict(), "window_rows": list(span)}
+    write_json_atomic(out_dir / "audit.json", audit_dict)
+    write_json_atomic(out_dir / "manifest.json", manifest)  # last: its presence marks a finished pass
+    _remove_partial(partial)
+    return RewriteResult(stream_prefix, 0, manifest, audit_dict)
+
+
+# --- blocks (run in worker processes) ------------------------------------------------------------
+
+_JOB: dict = {}
+
+
+def _init_worker(job: dict) -> None:
+    _JOB.clear()
+    _JOB.update(job)
+    _JOB["stream"] = IndexedStream(job["source"])
+    _JOB["tables"] = get_tables(job["tokenizer"], job["direction"])
+
+
+def _run_block(item: tuple[int, int, int]) -> int:
+    """Rewrite one block into `.partial/block-i.npy` (+ its audit); returns its token count."""
+    i, start, stop = item
+    j = _JOB
+    rows = j["stream"].rows(start, stop)
+    _check_ids(rows, j["vocab_size"], j["source"], j["tokenizer"], start)
+    out, audit = rewrite_rows(rows, j["tables"], j["resolver"], first_row=start, seed=j["seed"],
+                              fraction=j["fraction"], sample=SAMPLE_PER_BLOCK)
+    partial = Path(j["partial"])
+    npy = partial / f"block-{i:06d}.npy"
+    with atomic_output(npy) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, out)
+    write_json_atomic(partial / f"block-{i:06d}.json",
+                      {"rows": [start, stop], "sha256": sha256_file(npy), "audit": audit.to_dict()})
+    return rows.size
+
+
+def _block_done(partial: Path, i: int) -> bool:
+    meta, npy = partial / f"block-{i:06d}.json", partial / f"block-{i:06d}.npy"
+    if not (meta.is_file() and npy.is_file()):
+        return False
+    try:
+        return json.loads(meta.read_text())["sha256"] == sha256_file(npy)
+    except (ValueError, KeyError):
+        return False
+
+
+def _open_partial(partial: Path, spec: dict) -> None:
+    spec_path = partial / "pass.json"
+    if spec_path.is_file():
+        existing = json.loads(spec_path.read_text())
+        if existing != json.loads(json.dumps(spec)):
+            raise UserError(f"{partial}: holds an unfinished pass of a different configuration "
+                            f"(rows {existing.get('rows')}, direction {existing['config'].get('direction')}); "
+                            f"delete that folder or choose another output folder")
+        return
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(spec_path, spec)
+
+
+def _remove_partial(partial: Path) -> None:
+    for path in sorted(partial.glob("*")):
+        path.unlink()
+    partial.rmdir()
+
+
+# --- reuse ----------------------------------------------------------------------------------------
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def find_reusable(out_dir: Path, key: str, window: Window) -> RewriteResult | None:
+    """A finished pass with this config whose rows cover the window: `out_dir` first, then siblings."""
+    candidates = [out_dir] + (sorted(p for p in out_dir.parent.iterdir() if p.is_dir() and p != out_dir)
+                              if out_dir.parent.is_dir() else [])
+    for folder in candidates:
+        manifest = _read_manifest(folder)
+        if not manifest or manifest.get("config_key") != key or manifest.get("reused_from"):
+            continue
+        start, stop = manifest["rows"]
+        prefix = folder / STREAM_NAME
+        if not (start <= window.start_row and window.end_row <= stop and prefix.with_suffix(".idx").is_file()):
+            continue
+        audit = json.loads((folder / "audit.json").read_text())
+        if folder != out_dir:  # leave a record in out_dir of where this window's rows live
+            write_json_atomic(out_dir / "reused.json", {"reused_from": str(folder), "stream": str(prefix),
+                                                         "first_row": window.start_row - start,
+                                                         "window": window.describe()})
+        manifest = {**manifest, "reused_for_window": window.describe(), "reused_from": str(folder)} \
+            if folder != out_dir else manifest
+        return RewriteResult(prefix, window.start_row - start, manifest, audit)
+    return None
+
+
+def _refuse_other_output(out_dir: Path, key: str, window: Window) -> None:
+    manifest = _read_manifest(out_dir)
+    if manifest is not None:
+        raise UserError(f"{out_dir}: holds a finished pass of a different configuration or window "
+                        f"(direction {manifest.get('direction')}, rows {manifest.get('rows')}); "
+                        f"choose another output folder or delete it")

@@ -1,0 +1,198 @@
+"""The window pass over a real MMIDIDX stream: output, audit, verify, reuse, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from debias.errors import UserError
+from debias.io import sha256_file
+from debias.rewrite import get_tables, rewrite_rows, rewrite_window, verify_pass
+from debias.stream import Geometry, IndexedStream, Window, pack_texts
+
+from conftest import shared_path
+
+PROJECT = Path(__file__).resolve().parents[1]
+SEQ_LEN = 128  # rows of 129 tokens keep the stream small; the code never assumes 2049
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, neox_tokenizer_path) -> Path:
+    """LAMBADA passages packed like the Pythia stream (end-of-text between documents)."""
+    lines = shared_path("lambada/lambada_test.jsonl").read_text(encoding="utf-8").splitlines()[:1200]
+    prefix = tmp_path_factory.mktemp("stream") / "document"
+    pack_texts((json.loads(line)["text"] for line in lines), neox_tokenizer_path, SEQ_LEN, prefix)
+    return prefix
+
+
+def geometry(stream_prefix) -> Geometry:
+    rows = len(IndexedStream(stream_prefix))
+    return Geometry(batch_size=8, row_length=SEQ_LEN + 1, total_steps=rows // 8, checkpoint_interval=10)
+
+
+def input_hashes(prefix: Path) -> dict:
+    return {p.name: sha256_file(p) for p in prefix.parent.glob(prefix.name + ".*")}
+
+
+@pytest.mark.parametrize("direction", ["m2f", "swap"])
+def test_pass_writes_window_rows_and_verifies(stream, neox_tokenizer_path, tmp_path, direction):
+    before = input_hashes(stream)
+    window = Window.from_ratio(geometry(stream), 0.21)
+    result = rewrite_window(stream, window, tmp_path / "out", neox_tokenizer_path, direction,
+                            workers=2, block_rows=32, progress=False)
+    assert input_hashes(stream) == before
+    source, out = IndexedStream(stream), IndexedStream(result.stream)
+    assert result.first_row == 0 and len(out) == window.num_rows
+    assert out.dtype == source.dtype and out.row_length == source.row_length
+    rows_in = source.rows(window.start_row, window.end_row)
+    rows_out = out.rows(0, len(out))
+    # the same as rewriting the rows in one go: blocks and workers change nothing
+    expected, _ = rewrite_rows(rows_in, get_tables(str(neox_tokenizer_path), direction),
+                               first_row=window.start_row)
+    assert np.array_equal(rows_out, expected)
+    audit = result.audit
+    assert audit["changed_tokens"] == int((rows_in != rows_out).sum()) > 100
+    assert sum(v["tokens"] for v in audit["changes"].values()) == audit["changed_tokens"]
+    assert audit["remaining_source_pronouns"]["unaccounted"] == 0
+    assert audit["rows"] == window.num_rows and len(audit["sample"]) > 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["direction"] == direction and manifest["window"]["start_row"] == window.start_row
+    assert manifest["source"]["index_sha256"] == source.index_sha256
+    assert manifest["output_bin_sha256"] == sha256_file(Path(str(result.stream) + ".bin"))
+    assert json.loads((tmp_path / "out" / "audit.json").read_text()) == json.loads(json.dumps(audit))
+    assert verify_pass(tmp_path / "out", progress=False) == []
+
+
+def test_larger_pass_is_reused_for_a_smaller_window(stream, neox_tokenizer_path, tmp_path):
+    g = geometry(stream)
+    big, small = Window.from_ratio(g, 0.21), Window.from_ratio(g, 0.07)
+    first = rewrite_window(stream, big, tmp_path / "r21", neox_tokenizer_path, "m2f", workers=1,
+                           block_rows=64, progress=False)
+    mtime = os.stat(str(first.stream) + ".bin").st_mtime_ns
+    second = rewrite_window(stream, small, tmp_path / "r07", neox_tokenizer_path, "m2f", workers=1,
+                            block_rows=64, progress=False)
+    assert second.stream == first.stream
+    assert second.first_row == small.start_row - big.start_row > 0
+    assert os.stat(str(first.stream) + ".bin").st_mtime_ns == mtime
+    assert not (tmp_path / "r07" / "rewritten.bin").exists()
+    # the reused rows are exactly what a fresh pass over the small window writes
+    fresh = rewrite_window(stream, small, tmp_path / "other" / "r07", neox_tokenizer_path, "m2f",
+                           workers=1, block_rows=64, progress=False)
+    reused_rows = IndexedStream(second.stream).rows(second.first_row, second.first_row + small.num_rows)
+    assert np.array_equal(reused_rows, IndexedStream(fresh.stream).rows(0, small.num_rows))
+    # a different config is not reused
+    other = rewrite_window(stream, small, tmp_path / "r07f", neox_tokenizer_path, "f2m", workers=1,
+                           block_rows=64, progress=False)
+    assert other.stream != first.stream and other.first_row == 0
+
+
+def test_fraction_selects_rows_reproducibly(stream, neox_tokenizer_path, tmp_path):
+    window = Window.from_ratio(geometry(stream), 0.21)
+    source = IndexedStream(stream).rows(window.start_row, window.end_row)
+    half = rewrite_window(stream, window, tmp_path / "half", neox_tokenizer_path, "m2f", fraction=0.5,
+                          seed=7, workers=1, block_rows=50, progress=False)
+    again = rewrite_window(stream, window, tmp_path / "x" / "half", neox_tokenizer_path, "m2f",
+                           fraction=0.5, seed=7, workers=2, block_rows=17, progress=False)
+    rows_half = IndexedStream(half.stream).rows(0, window.num_rows)
+    assert np.array_equal(rows_half, IndexedStream(again.stream).rows(0, window.num_rows))
+    assert 0.35 < half.audit["rows_selected"] / window.num_rows < 0.65
+    touched = (rows_half != source).any(axis=1)
+    assert 0 < touched.sum() <= half.audit["rows_selected"]
+    assert half.audit["skips"]["row_not_selected"] > 0
+    assert verify_pass(tmp_path / "half", progress=False) == []
+    none = rewrite_window(stream, window, tmp_path / "none", neox_tokenizer_path, "m2f", fraction=0.0,
+                          workers=1, progress=False)
+    assert np.array_equal(IndexedStream(none.stream).rows(0, window.num_rows), source)
+
+
+def test_bad_input_is_refused_and_input_untouched(stream, neox_tokenizer_path, tmp_path):
+    before = input_hashes(stream)
+    window = Window.from_ratio(geometry(stream), 0.21)
+    tok = neox_tokenizer_path
+    with pytest.raises(UserError, match="direction"):
+        rewrite_window(stream, window, tmp_path / "a", tok, "male", progress=False)
+    with pytest.raises(UserError, match="fraction"):
+        rewrite_window(stream, window, tmp_path / "a", tok, "m2f", fraction=1.5, progress=False)
+    with pytest.raises(UserError, match="output is the input"):
+        rewrite_window(stream, window, stream, tok, "m2f", progress=False)
+    # a tokenizer whose vocabulary is smaller than the stream's ids
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    small = Tokenizer(models.BPE())
+    small.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    small.train_from_iterator(["he said his name"] * 10, trainers.BpeTrainer(vocab_size=300))
+    small.save(str(tmp_path / "small.json"))
+    with pytest.raises(UserError, match="outside the vocabulary"):
+        rewrite_window(stream, window, tmp_path / "b", tmp_path / "small.json", "m2f", progress=False)
+    # an unfinished pass of another configuration in the output folder
+    partial = tmp_path / "c" / ".partial"
+    partial.mkdir(parents=True)
+    (partial / "pass.json").write_text(json.dumps({"config": {"direction": "f2m"}, "rows": [0, 8]}))
+    with pytest.raises(UserError, match="different configuration"):
+        rewrite_window(stream, window, tmp_path / "c", tok, "m2f", progress=False)
+    assert input_hashes(stream) == before
+    run = subprocess.run([sys.executable, "-m", "debias.rewrite", "window", "--source", str(stream),
+                          "--out", str(tmp_path / "d"), "--tokenizer", str(tok), "--direction", "m2f",
+                          "--ratio", "0.21", "--fraction", "2", "--quiet"],
+                         capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith("error: fraction=2.0")
+
+
+def test_verify_fails_on_a_pronoun_the_audit_does_not_explain(stream, neox_tokenizer_path, tmp_path):
+    window = Window.from_ratio(geometry(stream), 0.21)
+    out_dir = tmp_path / "out"
+    result = rewrite_window(stream, window, out_dir, neox_tokenizer_path, "m2f", workers=1, progress=False)
+    tables = get_tables(str(neox_tokenizer_path), "m2f")
+    she, he = (next(f for f in tables.forms if f.text == " he").targets[0][0],
+               next(f for f in tables.forms if f.text == " he").source[0])
+    data = np.fromfile(str(result.stream) + ".bin", dtype=np.uint16)
+    where = np.flatnonzero(data == she)
+    assert where.size
+    data[where[0]] = he  # undo one rewrite behind the audit's back
+    data.tofile(str(result.stream) + ".bin")
+    problems = verify_pass(out_dir, progress=False)
+    assert any("no skip reason accounts for" in p for p in problems)
+    run = subprocess.run([sys.executable, "-m", "debias.rewrite", "verify", str(out_dir), "--quiet"],
+                         capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert run.returncode == 1 and "verify failed" in run.stderr
+
+
+@pytest.mark.slow
+def test_killed_pass_resumes_to_identical_output(stream, neox_tokenizer_path, tmp_path):
+    command = [sys.executable, "-m", "debias.rewrite", "window", "--source", str(stream),
+               "--tokenizer", str(neox_tokenizer_path), "--direction", "swap", "--ratio", "0.21",
+               "--batch-size", "8", "--row-length", str(SEQ_LEN + 1), "--checkpoint-interval", "10",
+               "--total-steps", str(len(IndexedStream(stream)) // 8), "--block-rows", "2",
+               "--workers", "1", "--quiet"]
+    # separate parents: a finished sibling pass of the same config would be reused, not recomputed
+    whole = subprocess.run(command + ["--out", str(tmp_path / "a" / "whole")], capture_output=True, text=True,
+                           cwd=PROJECT, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    killed_dir = tmp_path / "b" / "killed"
+    process = subprocess.Popen(command + ["--out", str(killed_dir)], cwd=PROJECT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and len(list((killed_dir / ".partial").glob("block-*.json"))) < 10:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    finished_before_kill = len(list((killed_dir / ".partial").glob("block-*.json")))
+    assert finished_before_kill >= 10
+    assert not (killed_dir / "manifest.json").exists()
+    resumed = subprocess.run(command + ["--out", str(killed_dir)], capture_output=True, text=True,
+                             cwd=PROJECT, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sha256_file(killed_dir / "rewritten.bin") == sha256_file(tmp_path / "a" / "whole" / "rewritten.bin")
+    assert sha256_file(killed_dir / "rewritten.idx") == sha256_file(tmp_path / "a" / "whole" / "rewritten.idx")
+    assert json.loads((killed_dir / "audit.json").read_text()) == \
+        json.loads((tmp_path / "a" / "whole" / "audit.json").read_text())
+    assert not (killed_dir / ".partial").exists()
