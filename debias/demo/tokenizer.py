@@ -8,6 +8,7 @@ from this file exactly as it does from GPT-NeoX-20B's.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -50,11 +51,21 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | os.Pa
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer = _with_neox_decoder(tokenizer)
     check_pronoun_tokens(tokenizer, source=f"tokenizer trained with vocab_size={vocab_size}")
     out_path = Path(out_path)
     with atomic_output(out_path) as tmp:
         tokenizer.save(str(tmp))
     return out_path
+
+
+def _with_neox_decoder(tokenizer: Tokenizer) -> Tokenizer:
+    """The decoder serialised exactly as GPT-NeoX-20B's. `decoders.ByteLevel` ignores its
+    arguments and always writes add_prefix_space=true, which decoding never reads but other
+    tools compare; so the JSON is set directly."""
+    spec = json.loads(tokenizer.to_str())
+    spec["decoder"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def single_token_id(tokenizer: Tokenizer, text: str) -> int | None:
