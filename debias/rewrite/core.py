@@ -50,17 +50,29 @@ class Matches:
     at_edge: np.ndarray  # touches the first or last token of its row
 
 
-def find_forms(flat: np.ndarray, row_length: int, tables: TokenTables) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and form indices of every source form (longest spelling wins, no overlaps)."""
-    pos = np.flatnonzero(tables.is_head[flat])
+def find_forms(flat: np.ndarray, row_length: int, tables: TokenTables,
+               candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and form indices of every source form (longest spelling wins, no overlaps).
+
+    `candidates` (sorted positions) limits the search to those positions instead of every token.
+    """
+    if candidates is None:
+        pos = np.flatnonzero(tables.is_head[flat])
+    else:
+        pos = candidates[tables.is_head[flat[candidates]]]
     if pos.size == 0:
         return pos, pos.astype(np.int32)
     first = flat[pos]
     form = np.full(pos.size, -1, dtype=np.int32)
+    # multi-token spellings: only where the first two tokens can start one (few positions)
     col = pos % row_length
+    has_second = col + 1 < row_length
+    maybe = np.flatnonzero(tables.is_multi_head[first] & has_second)
+    if maybe.size:
+        maybe = maybe[tables.is_multi_second[flat[pos[maybe] + 1]]]
     for f in tables.multi_forms:  # longest first: " HIM"+"SE"+"LF" before " HIM"
         k = len(f.source)
-        idx = np.flatnonzero((form < 0) & (first == f.source[0]) & (col + k <= row_length))
+        idx = maybe[(form[maybe] < 0) & (first[maybe] == f.source[0]) & (col[maybe] + k <= row_length)]
         for j in range(1, k):
             idx = idx[flat[pos[idx] + j] == f.source[j]]
         form[idx] = f.index
@@ -120,7 +132,8 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     # helium: only the capitalised "He"
     he_title = t.form_is_he_title[form]
     mark(he_title & ((has_p1 & t.helium_before[p1]) | (has_n1 & t.helium_after[n1])), "helium")
-    _cue_words(ctx, t, reason, np.flatnonzero((reason == REWRITE) & has_n1 & t.cue_piece_after[n1]),
+    cue_after = has_n1 & (t.cue_piece_et[n1] | (he_title & t.cue_piece_helium[n1]))
+    _cue_words(ctx, t, reason, np.flatnonzero((reason == REWRITE) & cue_after),
                np.flatnonzero((reason == REWRITE) & he_title & has_p1 & t.cue_piece_before[p1]), he_title)
     # language codes and paths in URLs and markup: /he/, lang="he", he.wikipedia, ?hl=he
     markup_left = left & has_p1 & (t.ends_markup[p1] | (t.is_quote[p1] & has_p2 & t.ends_equals[p2]))
@@ -130,9 +143,10 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     mark((left & t.form_is_lower[form] & has_p1 & t.ends_dot[p1]) | dotted_right | (has_n1 & t.opens_call[n1]),
          "code_identifier")
     # ALL-CAPS forms are pronouns only inside ALL-CAPS text
-    caps = t.form_is_upper[form]
-    if caps.any():
-        mark(caps & ~_inside_caps_text(ctx, t), "acronym")
+    caps = np.flatnonzero(t.form_is_upper[form] & (reason == REWRITE))
+    if caps.size:
+        sub = Context(flat, row_length, pos[caps], ctx.length[caps])
+        reason[caps[~_inside_caps_text(sub, t)]] = R["acronym"]
     # He-Ne, His-tag, co-he
     hyphen_right = has_n1 & (t.hyphen_word[n1] | (t.is_hyphen[n1] & has_n2 & t.word_start[n2]))
     mark(hyphen_right | (left & has_p1 & t.ends_hyphen[p1]), "hyphen_compound")
@@ -314,42 +328,39 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, resolver, first_row
     go = m.reason == REWRITE
     forms = tables.forms
     # per source form -> target form: occurrences and positions that changed
-    if go.any():
-        pairs, counts = np.unique(np.stack([m.form[go], m.choice[go].astype(np.int32)]), axis=1,
-                                  return_counts=True)
-        for (f, c), count in zip(pairs.T, counts):
-            form = forms[f]
-            key = _key(form.text, form.target_texts[c])
-            a.changes[key] += int(count)
-            target = np.array(form.targets[c])
-            a.changed_tokens_by_form[key] += int(count * (target != np.array(form.source)).sum())
-    for code, count in zip(*np.unique(m.reason[~go], return_counts=True)):
-        a.skips[REASONS[code]] += int(count)
-    for code, f, count in _count_pairs(m.reason[~go], m.form[~go]):
-        a.skipped_forms[f"{REASONS[code]}: {forms[f].text!r}"] += count
+    n_forms = len(forms)
+    pair_counts = np.bincount(m.form[go] * 2 + m.choice[go], minlength=2 * n_forms)
+    for code in np.flatnonzero(pair_counts):
+        f, c = divmod(int(code), 2)
+        key = _key(forms[f].text, forms[f].target_texts[c])
+        a.changes[key] += int(pair_counts[code])
+        a.changed_tokens_by_form[key] += int(pair_counts[code]) * int(tables.target_differs[f, c])
+    skip_counts = np.bincount(m.reason[~go].astype(np.int64) * n_forms + m.form[~go], minlength=len(REASONS) * n_forms)
+    for code in np.flatnonzero(skip_counts):
+        r, f = divmod(int(code), n_forms)
+        a.skips[REASONS[r]] += int(skip_counts[code])
+        a.skipped_forms[f"{REASONS[r]}: {forms[f].text!r}"] += int(skip_counts[code])
     amb = go & tables.form_ambiguous[m.form]
-    if amb.any():
-        triples, counts = np.unique(np.stack([m.method[amb], m.form[amb], m.choice[amb]]).astype(np.int64),
-                                    axis=1, return_counts=True)
-        for (meth, f, c), count in zip(triples.T, counts):
-            target = forms[f].target_texts[c].strip().lower()
-            a.decisions[f"{METHODS[meth]}: {forms[f].word}->{target}"] += int(count)
+    decision_counts = np.bincount((m.method[amb].astype(np.int64) * n_forms + m.form[amb]) * 2 + m.choice[amb],
+                                  minlength=len(METHODS) * n_forms * 2)
+    for code in np.flatnonzero(decision_counts):
+        rest, c = divmod(int(code), 2)
+        meth, f = divmod(rest, n_forms)
+        target = forms[f].target_texts[c].strip().lower()
+        a.decisions[f"{METHODS[meth]}: {forms[f].word}->{target}"] += int(decision_counts[code])
     a.row_edge_rewrites = int((go & m.at_edge).sum())
-    a.remaining = remaining_source_pronouns(rows, out, tables, first_row, seed, fraction)
+    # source forms in the output can only start where the input had a form's first token (the
+    # targets are written there): re-scan just those positions; `verify` re-scans every token
+    a.remaining = remaining_source_pronouns(rows, out, tables, first_row, seed, fraction,
+                                            candidates=m.pos)
     if sample:
         a.sample = _snippets(flat, flat_out, m.pos[go], length, tables, sample, first_row)
     return a
 
 
-def _count_pairs(a: np.ndarray, b: np.ndarray):
-    if a.size == 0:
-        return []
-    pairs, counts = np.unique(np.stack([a.astype(np.int64), b.astype(np.int64)]), axis=1, return_counts=True)
-    return [(int(x), int(y), int(c)) for (x, y), c in zip(pairs.T, counts)]
-
-
 def remaining_source_pronouns(before: np.ndarray | None, after: np.ndarray, tables: TokenTables,
-                              first_row: int = 0, seed: int = 1234, fraction: float = 1.0) -> Counter:
+                              first_row: int = 0, seed: int = 1234, fraction: float = 1.0,
+                              candidates: np.ndarray | None = None) -> Counter:
     """Whole-word source pronouns left unchanged in `after`, by the reason they were left.
 
     Scans the rewritten rows afresh. For `swap`, whose targets are source forms too, `before` is
@@ -357,7 +368,7 @@ def remaining_source_pronouns(before: np.ndarray | None, after: np.ndarray, tabl
     """
     n, length = after.shape
     flat = after.reshape(-1)
-    pos, form = find_forms(flat, length, tables)
+    pos, form = find_forms(flat, length, tables, candidates)
     reason, _ = classify(flat, length, pos, form, tables)
     keep = reason != NOT_WHOLE_WORD
     if tables.direction == "swap":
@@ -379,7 +390,8 @@ def remaining_source_pronouns(before: np.ndarray | None, after: np.ndarray, tabl
     rewrite = reason == REWRITE
     no_target = ~tables.has_target[form, 0] | (tables.form_ambiguous[form] & ~tables.has_target[form, 1])
     reason[rewrite & no_target] = R["no_equal_length_target"]
-    return Counter({REASONS[c]: int(k) for c, k in zip(*np.unique(reason, return_counts=True))})
+    counts = np.bincount(reason, minlength=len(REASONS))
+    return Counter({REASONS[c]: int(counts[c]) for c in np.flatnonzero(counts)})
 
 
 def _snippets(flat, flat_out, pos, length, tables: TokenTables, limit: int, first_row: int) -> list[dict]:

@@ -159,6 +159,11 @@ class TokenTables:
         self.single_form = np.full(self.lut_size, -1, dtype=np.int32)
         self.multi_forms = sorted((f for f in self.forms if len(f.source) > 1),
                                   key=lambda f: -len(f.source))
+        self.is_multi_head = np.zeros(self.lut_size, dtype=bool)
+        self.is_multi_second = np.zeros(self.lut_size, dtype=bool)
+        for form in self.multi_forms:
+            self.is_multi_head[form.source[0]] = True
+            self.is_multi_second[form.source[1]] = True
         for form in self.forms:
             self.is_head[form.source[0]] = True
             if len(form.source) == 1:
@@ -180,6 +185,12 @@ class TokenTables:
                     self.has_target[form.index, c] = True
         self.form_is_lower = np.array([f.case == "lower" for f in self.forms] or [False])
         self.form_is_he_title = np.array([f.case == "title" and f.word == "he" for f in self.forms] or [False])
+        # per form and choice: how many positions a rewrite changes (for the audit)
+        self.target_differs = np.zeros((max(n, 1), 2), dtype=np.int64)
+        for form in self.forms:
+            for c, target in enumerate(form.targets):
+                if target is not None:
+                    self.target_differs[form.index, c] = sum(a != b for a, b in zip(form.source, target))
         self.form_ambiguous = np.array([len(f.choices) > 1 for f in self.forms] or [False])
 
     # --- context classes --------------------------------------------------------------------------
@@ -209,9 +220,12 @@ class TokenTables:
         self.helium_after = self.word_lut(lexicon.HELIUM_AFTER)
         # Pieces of a cue word that a vocabulary splits (" e"+"t al", " at"+"oms", "liqu"+"id"):
         # the few matches next to one are checked on the decoded text (core._cue_words).
-        after = [w for w in lexicon.HELIUM_AFTER] + ["et"]
-        self.cue_piece_after = self.lut(lambda s: bool(s) and not s.strip() or s[:1].isspace() and any(
-            w.startswith(s.strip().lower()) for w in after) and not s.lstrip().lower().startswith("et al"))
+        def piece_of(words):
+            return lambda s: bool(s) and not s.strip(" ") or s[:1].isspace() and any(
+                w.startswith(s.strip().lower()) for w in words) and not s.lstrip().lower().startswith("et al")
+
+        self.cue_piece_et = self.lut(piece_of(["et"]))
+        self.cue_piece_helium = self.lut(piece_of(lexicon.HELIUM_AFTER))
         self.cue_piece_before = self.lut(lambda s: bool(s) and _is_word_char(s[0]) and any(
             w.endswith(s.lower()) and w != s.lower() for w in lexicon.HELIUM_BEFORE))
         self.dot_word = self.lut(lambda s: len(s) > 1 and s[0] == "." and _is_word_char(s[1]))

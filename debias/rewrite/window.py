@@ -4,7 +4,7 @@ Layout of `out_dir` when done:
     rewritten.bin / rewritten.idx   exactly the window's rows, same dtype and row length
     manifest.json                   what was done to what (source identity, window, tokenizer, config)
     audit.json                      counts that prove it (see core.BlockAudit)
-While running, `out_dir/.partial/` holds one `.npy` per finished block of rows and a `.json` with
+While running, `out_dir/.partial/` holds one `.bin` per finished block of rows and a `.json` with
 its audit and sha256. A killed pass resumes from the finished blocks (hashes checked), and since a
 block's content depends only on its rows and the config, the result is byte-identical to a pass
 that was never interrupted.
@@ -150,8 +150,8 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     stream_prefix = out_dir / STREAM_NAME
     digest = hashlib.sha256()
     with StreamWriter(stream_prefix, stream.dtype, row_length=window.geometry.row_length) as writer:
-        for i in range(len(blocks)):
-            rows = np.load(partial / f"block-{i:06d}.npy")
+        for i, (start, stop) in enumerate(blocks):
+            rows = np.fromfile(partial / f"block-{i:06d}.bin", dtype=stream.dtype).reshape(stop - start, -1)
             writer.append_rows(rows)
             digest.update(memoryview(np.ascontiguousarray(rows)).cast("B"))
             block_audit = json.loads((partial / f"block-{i:06d}.json").read_text())["audit"]
@@ -203,21 +203,21 @@ def _run_block(item: tuple[int, int, int]) -> int:
     out, audit = rewrite_rows(rows, j["tables"], j["resolver"], first_row=start, seed=j["seed"],
                               fraction=j["fraction"], sample=SAMPLE_PER_BLOCK)
     partial = Path(j["partial"])
-    npy = partial / f"block-{i:06d}.npy"
-    with atomic_output(npy) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, out)
+    with atomic_output(partial / f"block-{i:06d}.bin") as tmp:
+        out.tofile(tmp)
+    # the .json appears after the rows are in place: it is what marks the block as finished
     write_json_atomic(partial / f"block-{i:06d}.json",
-                      {"rows": [start, stop], "sha256": sha256_file(npy), "audit": audit.to_dict()})
+                      {"rows": [start, stop], "sha256": hashlib.sha256(out.data).hexdigest(),
+                       "audit": audit.to_dict()})
     return rows.size
 
 
 def _block_done(partial: Path, i: int) -> bool:
-    meta, npy = partial / f"block-{i:06d}.json", partial / f"block-{i:06d}.npy"
-    if not (meta.is_file() and npy.is_file()):
+    meta, rows = partial / f"block-{i:06d}.json", partial / f"block-{i:06d}.bin"
+    if not (meta.is_file() and rows.is_file()):
         return False
     try:
-        return json.loads(meta.read_text())["sha256"] == sha256_file(npy)
+        return json.loads(meta.read_text())["sha256"] == sha256_file(rows)
     except (ValueError, KeyError):
         return False
 
