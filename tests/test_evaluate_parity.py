@@ -60,7 +60,7 @@ def scorer(tiny_folder):
 @torch.no_grad()
 def reference_logprob(model, ids: list[int], first_target: int) -> tuple[float, bool]:
     """Sum of log P(ids[i] | ids[:i]) for i >= first_target, and whether each is the argmax."""
-    logits = model(torch.tensor([ids])).logits[0]
+    logits = model(torch.tensor([ids]), use_cache=False).logits[0]
     logprobs = torch.log_softmax(logits, dim=-1)
     total, greedy = 0.0, True
     for i in range(first_target, len(ids)):
@@ -128,7 +128,7 @@ def test_scorer_batching_sharing_and_duplicates_change_nothing(scorer, reference
         ids = list(base[:cut])
         with torch.no_grad():
             for _ in range(3):
-                ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+                ids.append(int(model(torch.tensor([ids]), use_cache=False).logits[0, -1].argmax()))
         requests.append(Request(tuple(ids[:cut]), tuple(ids[cut:])))
     expected = [reference_logprob(model, list(r.context + r.continuation), len(r.context)) for r in requests]
     for batch_size in (1, 3, 64):

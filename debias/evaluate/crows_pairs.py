@@ -49,16 +49,18 @@ class CrowsPairsData:
 
 
 def load_crows_pairs(source: str | Path, bias_type: str | None = "gender",
-                     hub_config: str | None = None, split: str = "test") -> CrowsPairsData:
+                     hub_config: str | None = None, split: str = "test",
+                     check_pinned: bool = True) -> CrowsPairsData:
     """Pairs from the original CSV (a local path) or a hub copy (`nyu-mll/crows_pairs`,
     `BigScienceBiasEval/crows_pairs_multilingual` with config `english`, ...).
 
     `bias_type` keeps rows whose type starts with it (lm-eval's filter); None keeps all.
     Known defects of the release are listed under `.defects`, computed over the kept rows.
+    `check_pinned` compares a local file's sha256 with the original release's (warning only).
     """
     path = Path(source)
     if path.exists() or path.suffix == ".csv":
-        pairs, identity = _read_csv(path), checksum(path)
+        pairs, identity = _read_csv(path), checksum(path, check_pinned)
     else:
         pairs = _read_hub(str(source), hub_config, split)
         identity = {"path": str(source), "config": hub_config, "split": split,

@@ -39,7 +39,7 @@ def split_passage(text: str) -> LambadaPassage:
     return LambadaPassage(" ".join(words[:-1]), " " + words[-1])
 
 
-def load_lambada(path: str | Path, limit: int | None = None) -> LambadaData:
+def load_lambada(path: str | Path, limit: int | None = None, check_pinned: bool = True) -> LambadaData:
     """Passages from a JSONL file of `{"text": ...}` lines (the first `limit` if given)."""
     path = Path(path)
     passages = []
@@ -56,8 +56,8 @@ def load_lambada(path: str | Path, limit: int | None = None) -> LambadaData:
         passages.append(split_passage(text))
         if limit is not None and len(passages) >= limit:
             break
-    return LambadaData(passages, str(path), checksum(path) if limit is None else
-                       {**checksum(path), "limit": limit})
+    identity = checksum(path, check_pinned)
+    return LambadaData(passages, str(path), identity if limit is None else {**identity, "limit": limit})
 
 
 def evaluate_lambada(scorer: Scorer, data: LambadaData) -> tuple[dict, dict]:

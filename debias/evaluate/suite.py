@@ -26,7 +26,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 
 DEFAULTS: dict[str, Any] = {
     "device": "auto", "dtype": None, "gelu": None, "batch_size": 16,
-    "bootstrap_samples": 2000, "seed": 1234,
+    "bootstrap_samples": 2000, "seed": 1234, "check_pinned": True,
     "crows_pairs": {"enabled": True, "path": None, "hub_config": None, "split": "test", "bias_type": "gender"},
     "winobias": {"enabled": True, "path": None, "splits": ["dev", "test"]},
     "lambada": {"enabled": False, "path": None, "limit": None},
@@ -81,22 +81,23 @@ def evaluate_with_scorer(scorer: Scorer, eval_cfg: Mapping | None = None,
                          model_identity: dict | None = None) -> tuple[dict, dict]:
     """The benchmarks on an already built scorer (any model callable)."""
     cfg = resolve_config(eval_cfg)
-    resamples, seed = int(cfg["bootstrap_samples"]), int(cfg["seed"])
+    resamples, seed, pinned = int(cfg["bootstrap_samples"]), int(cfg["seed"]), bool(cfg["check_pinned"])
     metrics: dict[str, Any] = {"model": model_identity or {}}
     items: dict[str, Any] = {}
 
     section = cfg["crows_pairs"]
     if section["enabled"]:
         data = load_crows_pairs(_required(section, "path", "crows_pairs"), section["bias_type"],
-                                section.get("hub_config"), section.get("split", "test"))
+                                section.get("hub_config"), section.get("split", "test"), pinned)
         metrics["crows_pairs"], items["crows_pairs"] = evaluate_crows_pairs(scorer, data)
     section = cfg["winobias"]
     if section["enabled"]:
-        data = load_winobias(_required(section, "path", "winobias"), splits=tuple(section["splits"]))
+        data = load_winobias(_required(section, "path", "winobias"), splits=tuple(section["splits"]),
+                             check_pinned=pinned)
         metrics["winobias"], items["winobias"] = evaluate_winobias(scorer, data, resamples, seed)
     section = cfg["lambada"]
     if section["enabled"]:
-        data = load_lambada(_required(section, "path", "lambada"), section.get("limit"))
+        data = load_lambada(_required(section, "path", "lambada"), section.get("limit"), pinned)
         metrics["lambada"], items["lambada"] = evaluate_lambada(scorer, data)
     section = cfg["perplexity"]
     if section["enabled"]:

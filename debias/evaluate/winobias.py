@@ -129,8 +129,9 @@ def _read_file(path: Path) -> dict[int, WinoSentence]:
     return sentences
 
 
-def load_winobias(source: str | Path, splits=SPLITS, types=TYPES) -> WinoBiasData:
-    """The original bracket files in a folder, or a hub copy (`uclanlp/wino_bias`)."""
+def load_winobias(source: str | Path, splits=SPLITS, types=TYPES, check_pinned: bool = True) -> WinoBiasData:
+    """The original bracket files in a folder, or a hub copy (`uclanlp/wino_bias`).
+    `check_pinned` compares each file's sha256 with the original release's (warning only)."""
     folder = Path(source)
     if folder.is_dir():
         sentences, identity = {}, {}
@@ -139,7 +140,7 @@ def load_winobias(source: str | Path, splits=SPLITS, types=TYPES) -> WinoBiasDat
                 for side in ("pro", "anti"):
                     path = folder / f"{side}_stereotyped_{kind}.txt.{split}"
                     sentences[(split, kind, side)] = _read_file(path)
-                    identity[path.name] = checksum(path)
+                    identity[path.name] = checksum(path, check_pinned)
     elif folder.exists() or str(source).startswith((".", "/")):
         raise UserError(f"{source}: not a WinoBias folder (expected a directory holding "
                         "pro_stereotyped_type1.txt.dev and the other 7 files)")
