@@ -162,11 +162,11 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 def rewrite(cfg: DictConfig, prep: Prepared):
     """The treatment's rows; None for a control-only run."""
-    from debias.rewrite import rewrite_window
-
     iv = cfg.intervention
     if iv.direction == "none":
         return None
+    from debias.rewrite import rewrite_window
+
     # One folder per (settings, window) side by side in <cache>/rewrite: the rewriter returns a
     # finished sibling pass of the same settings that covers the window (the 21% pass serves the
     # 7% one). One lock per settings makes a 7% job wait for a running 21% pass, then reuse it.
@@ -214,52 +214,35 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    timing: dict[str, float] = {}
-    stages: dict[str, str] = {}
+    timing: dict[str, Any] = {}
 
-    def stage(name: str, fn: Callable, *args):
-        """Run one stage; a stage whose library part is not written yet is reported, not fatal."""
+    def timed(name: str, fn: Callable, *args):
         tick = time.perf_counter()
-        try:
-            result = fn(*args)
-            stages[name] = "done"
-            return result
-        except ImportError as err:
-            if not (err.name or "").startswith("debias"):
-                raise
-            stages[name] = f"not built yet ({err.name})"
-            print(f"[{name}] {stages[name]}; skipped", file=sys.stderr)
-            return None
-        finally:
-            timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 3)
+        result = fn(*args)
+        timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 3)
+        return result
 
-    prep = stage("prepare", prepare, cfg)
-    arms, training, items, rewritten = {}, {}, {}, None
-    if prep is not None:
-        direction = cfg.intervention.direction
-        if direction != "none":
-            rewritten = stage("rewrite", rewrite, cfg, prep)
-        control_rows = prep.data["stream"]
-        arm_runs = {"control": stage("train:control", train_arm, cfg, prep, prep.stream, prep.window.start_row, control_rows)}
-        if rewritten is not None:
-            treatment_rows = assemble.split_volatile(rewritten.manifest)[0]
-            arm_runs["treatment"] = stage("train:treatment", train_arm, cfg, prep, str(rewritten.stream),
-                                          rewritten.first_row, treatment_rows)
-        models = {"baseline": (prep.checkpoint, {"checkpoint": prep.model["checkpoint"], "step": prep.window.start_step})}
-        for arm, folder in arm_runs.items():
-            if folder is not None:
-                models[arm] = (folder / "model", {"trained": folder.name})
-                training[arm] = assemble.training_summary(folder)
-        for arm, (folder, identity) in models.items():
-            result = stage(f"evaluate:{arm}", evaluate, cfg, prep, folder, identity)
-            if result is not None:
-                arms[arm] = {"key": sha256_json(identity)[:20], "model": str(folder), "metrics": result[0]}
-                items[arm] = result[1]
-    comparisons = stage("compare", assemble.paired_comparisons, items) or {}
+    prep = timed("prepare", prepare, cfg)
+    rewritten = timed("rewrite", rewrite, cfg, prep)  # None for a control-only run
+    window = prep.window
+    trained = {"control": timed("train_control", train_arm, cfg, prep, prep.stream, window.start_row, prep.data["stream"])}
+    if rewritten is not None:
+        rows = assemble.split_volatile(rewritten.manifest)[0]
+        trained["treatment"] = timed("train_treatment", train_arm, cfg, prep, str(rewritten.stream), rewritten.first_row, rows)
+
+    # (model folder, identity) of each arm; the identity keys its cached evaluation.
+    models = {"baseline": (prep.checkpoint, {"checkpoint": str(prep.checkpoint), "step": window.start_step})}
+    models.update({arm: (folder / "model", {"trained": folder.name}) for arm, folder in trained.items()})
+    evaluations = {arm: timed(f"evaluate_{arm}", evaluate, cfg, prep, folder, identity)
+                   for arm, (folder, identity) in models.items()}
+    comparisons = timed("compare", assemble.paired_comparisons, {arm: items for arm, (_, items) in evaluations.items()})
 
     report = assemble.run_report(
         cfg=OmegaConf.to_container(cfg, resolve=True), prepared=prep, rewrite=rewritten,
-        training=training, arms=arms, comparisons=comparisons, stages=stages,
+        training={arm: assemble.training_summary(folder) for arm, folder in trained.items()},
+        arms={arm: {"key": sha256_json(models[arm][1])[:20], "model": str(models[arm][0]), "metrics": metrics}
+              for arm, (metrics, _) in evaluations.items()},
+        comparisons=comparisons,
         timing={**timing, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

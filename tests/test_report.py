@@ -7,15 +7,18 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from debias.errors import UserError
+from debias.io import write_json_atomic
 from debias.report import compare_runs, write_run_report
 from debias.report.metrics import metrics_of
 
+ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 OCCUPATIONS = ["carpenter", "nurse", "engineer", "secretary", "mechanic", "librarian"]
 
@@ -157,8 +160,8 @@ def _write_runs(root: Path, model="pythia-demo", directions=("m2f", "swap"), rat
     dirs = []
     for i, (ratio, direction) in enumerate((r, d) for r in ratios for d in directions):
         run_dir = root / f"{i}_{direction}_r{ratio}"
-        write_run_report(run_dir, synthetic_report(direction, ratio, model=model, seed=i))
-        (run_dir / ".hydra").mkdir()
+        (run_dir / ".hydra").mkdir(parents=True)  # report.json alone: comparisons read nothing else
+        write_json_atomic(run_dir / "report.json", synthetic_report(direction, ratio, model=model, seed=i))
         dirs.append(run_dir)
     return dirs
 
@@ -214,3 +217,24 @@ def test_compare_with_nothing_readable_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no readable report.json"):
         compare_runs([tmp_path / "empty"], tmp_path / "cmp")
     assert not (tmp_path / "cmp").exists()
+
+
+def test_volatile_keys_move_to_timing_and_the_rest_stays():
+    from debias.report.assemble import split_volatile
+
+    stable, volatile = split_volatile({"final_loss": 2.5, "wall_seconds": 12.0, "tokens_per_s": 900.0,
+                                       "engine": {"name": "torch", "started_utc": "2026-01-01"},
+                                       "update_every": 3, "candidates": 2})
+    assert stable == {"final_loss": 2.5, "engine": {"name": "torch"}, "update_every": 3, "candidates": 2}
+    assert volatile == {"wall_seconds": 12.0, "tokens_per_s": 900.0, "engine.started_utc": "2026-01-01"}
+
+
+def test_compare_command_line(tmp_path):
+    _write_runs(tmp_path / "multirun", ratios=(0.07,))
+    command = [sys.executable, str(ROOT / "pipelines" / "compare.py")]
+    result = subprocess.run([*command, str(tmp_path / "multirun")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    markdown = tmp_path / "multirun" / "comparison" / "comparison.md"
+    assert result.stdout.strip().splitlines()[-1] == f"comparison: {markdown}" and markdown.is_file()
+    empty = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "RUNS" in empty.stderr

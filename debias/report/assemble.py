@@ -62,7 +62,7 @@ def paired_comparisons(items: Mapping[str, Mapping]) -> dict:
 
 
 def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapping, comparisons: Mapping,
-               stages: Mapping, timing: Mapping) -> dict:
+               timing: Mapping) -> dict:
     """The report dict: identity, configuration, audit, training, arms, comparisons, timing."""
     volatile: dict[str, Any] = dict(timing)
     iv = cfg.get("intervention", {})
@@ -71,7 +71,6 @@ def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapp
         "run": {"direction": iv.get("direction"), "ratio": iv.get("ratio"), "fraction": iv.get("fraction"),
                 "primary_arm": primary},
         "config": cfg,
-        "stages": dict(stages),
         "arms": {},
         "comparisons": dict(comparisons),
     }
@@ -108,11 +107,8 @@ def _cells(report: Mapping, name: str) -> str:
 def summary_lines(report: Mapping) -> list[str]:
     """Five lines for the terminal: what ran, the rewrite, training, bias, language modelling."""
     run = report.get("run", {})
-    stages = report.get("stages", {})
-    pending = [name for name, state in stages.items() if state != "done"]
     lines = [f"run: direction={run.get('direction')} ratio={run.get('ratio')} steps "
-             f"{run.get('start_step')}..{run.get('end_step')} model={report.get('model', {}).get('name')}"
-             + (f" (not built yet: {', '.join(pending)})" if pending else "")]
+             f"{run.get('start_step')}..{run.get('end_step')} model={report.get('model', {}).get('name')}"]
     audit = report.get("rewrite", {}).get("audit", {})
     changed = next((audit[k] for k in ("changed_tokens", "tokens_changed", "changed") if k in audit), None)
     lines.append(f"rewrite: {changed} tokens changed" if changed is not None else
@@ -121,11 +117,13 @@ def summary_lines(report: Mapping) -> list[str]:
     lines.append("training: " + (", ".join(f"{arm} final loss {loss:.4f}" for arm, loss in losses.items()
                                            if isinstance(loss, (int, float))) or "not run"))
     bias = [f"{name}: {_cells(report, name)}" for name in HEADLINE[:1]]
-    versus = report.get("comparisons", {}).get("treatment_vs_control", {})
-    manipulation = [t for t in paired_tests(versus) if t.metric.name.startswith("manipulation")]
+    comparisons = report.get("comparisons", {})
+    name = next((n for n in ("treatment_vs_control", "control_vs_baseline") if n in comparisons), None)
+    manipulation = [t for t in paired_tests(comparisons.get(name, {})) if t.metric.name.startswith("manipulation")]
     if manipulation:
         t = manipulation[0]
-        bias.append(f"manipulation {t.metric.name} treatment-control {t.metric.cell()} p={format_p(t.metric.p)}")
+        versus = name.replace("_vs_", " - ")
+        bias.append(f"{t.metric.name} {versus} {t.metric.cell()} p={format_p(t.metric.p)}")
     lines.append("bias: " + " | ".join(bias))
     perplexity = next((n for n in ("perplexity.perplexity", "lambada.perplexity")
                        if any(n in metrics_of(e.get("metrics", {})) for e in report.get("arms", {}).values())),

@@ -86,9 +86,6 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append("intervention: " + ", ".join(f"{k}={run[k]}" for k in sorted(run) if not isinstance(run[k], (dict, list))))
     if model:
         lines.append("model: " + ", ".join(f"{k}={model[k]}" for k in sorted(model) if not isinstance(model[k], (dict, list))))
-    stages = report.get("stages")
-    if stages:
-        lines.append("stages: " + ", ".join(f"{k}: {v}" for k, v in stages.items()))
     return lines
 
 
