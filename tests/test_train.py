@@ -336,3 +336,24 @@ def test_bf16_autocast_path_runs_on_cpu(stream, tmp_path):
     assert GPTNeoX.from_pretrained(tmp_path / "run" / "model").embed_in.weight.dtype == torch.float32  # fp32 master
     with pytest.raises(UserError, match="fp16: needs a GPU"):
         run_training(tiny_job(stream), {**FAST, "precision": "fp16"}, tmp_path / "fp16")
+
+
+def test_launch_commands(tmp_path, monkeypatch):
+    from debias.train.launch import launch_command
+
+    spec = tmp_path / "train_job.json"
+    torchrun = launch_command(TrainerConfig.from_any({"engine": "deepspeed", "nproc_per_node": 4, "master_port": 29511}), spec)
+    assert torchrun[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--nnodes", "1", "--master_addr",
+                            "127.0.0.1", "--master_port", "29511", "-m", "debias.train", str(spec)]
+    multi = TrainerConfig.from_any({"engine": "deepspeed", "nproc_per_node": 8, "nnodes": 2})
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(UserError, match="set MASTER_ADDR and NODE_RANK"):
+        launch_command(multi, spec)
+    monkeypatch.setenv("MASTER_ADDR", "node0")
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert "--node_rank" in launch_command(multi, spec) and "node0" in launch_command(multi, spec)
+    hostfile = TrainerConfig.from_any({"engine": "deepspeed", "launcher": "deepspeed", "nnodes": 2,
+                                       "hostfile": "hosts.txt", "master_port": 29512})
+    command = launch_command(hostfile, spec)
+    assert command[1:] == ["--num_nodes", "2", "--hostfile", "hosts.txt", "--master_port", "29512", "--module",
+                           "debias.train", str(spec)]

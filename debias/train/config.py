@@ -148,7 +148,7 @@ class TrainerConfig:
 
     def validate(self) -> None:
         choices = {"engine": ("torch", "deepspeed"), "precision": ("auto", "bf16", "fp16", "fp32"),
-                   "launcher": ("torchrun", "deepspeed"), "zero_stage": (0, 1, 2, 3)}
+                   "launcher": ("torchrun", "deepspeed"), "zero_stage": (1, 2, 3)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"trainer.{key}={getattr(self, key)!r}: not one of {list(allowed)}")

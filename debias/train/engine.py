@@ -167,7 +167,7 @@ class DeepSpeedEngine:
 
     def full_state_dict(self, folder: Path | None = None) -> dict[str, torch.Tensor]:
         """fp32 weights of the whole model, consolidated from a saved ZeRO checkpoint (`folder`)."""
-        if self.zero_stage == 0 or self.precision == "fp32" and self.zero_stage < 3:
+        if self.precision == "fp32" and self.zero_stage < 3:  # the module holds them, whole and in fp32
             return {k: v.detach().float().cpu() for k, v in self.model.state_dict().items()}
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
