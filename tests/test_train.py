@@ -355,5 +355,5 @@ def test_launch_commands(tmp_path, monkeypatch):
     hostfile = TrainerConfig.from_any({"engine": "deepspeed", "launcher": "deepspeed", "nnodes": 2,
                                        "hostfile": "hosts.txt", "master_port": 29512})
     command = launch_command(hostfile, spec)
-    assert command[1:] == ["--num_nodes", "2", "--hostfile", "hosts.txt", "--master_port", "29512", "--module",
+    assert command[1:] == ["-m", "deepspeed.launcher.runner", "--num_nodes", "2", "--hostfile", "hosts.txt", "--master_port", "29512", "--module",
                            "debias.train", str(spec)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,10 +65,8 @@ def write_spec(job: TrainJob, cfg: TrainerConfig, run_dir: Path) -> Path:
 
 def launch_command(cfg: TrainerConfig, spec: Path) -> list[str]:
     if cfg.launcher == "deepspeed":
-        launcher = shutil.which("deepspeed")
-        if launcher is None:
-            raise UserError("trainer.launcher=deepspeed: the `deepspeed` command is not on PATH; install deepspeed or use launcher=torchrun")
-        command = [launcher, "--num_gpus" if cfg.nnodes == 1 else "--num_nodes",
+        # the module behind the `deepspeed` command, run by this interpreter (no reliance on PATH)
+        command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus" if cfg.nnodes == 1 else "--num_nodes",
                    str(cfg.nproc_per_node if cfg.nnodes == 1 else cfg.nnodes)]
         if cfg.hostfile:
             command += ["--hostfile", str(cfg.hostfile)]
