@@ -35,7 +35,7 @@ from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_at
 from debias.report import assemble, write_run_report  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
-CONFIG_GROUPS = ("model", "data", "intervention", "trainer", "eval")
+CONFIG_GROUPS = ("model", "data", "intervention", "trainer", "eval", "sweep")
 DIRECTIONS = ("m2f", "f2m", "swap", "none")  # none = the control arm alone
 
 
@@ -177,7 +177,8 @@ def rewrite(cfg: DictConfig, prep: Prepared):
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir.parent / f"{settings}.lock")):
         return rewrite_window(prep.stream, window, out_dir, prep.tokenizer, iv.direction,
-                              fraction=iv.fraction, seed=iv.seed, resolver=iv.resolver)
+                              fraction=iv.fraction, seed=iv.seed, resolver=iv.resolver,
+                              workers=iv.get("workers"), block_rows=iv.get("block_rows", 4096))
 
 
 def train_arm(cfg: DictConfig, prep: Prepared, stream: str, first_row: int, rows_identity: Any) -> Path:
