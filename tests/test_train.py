@@ -357,3 +357,23 @@ def test_launch_commands(tmp_path, monkeypatch):
     command = launch_command(hostfile, spec)
     assert command[1:] == ["-m", "deepspeed.launcher.runner", "--num_nodes", "2", "--hostfile", "hosts.txt", "--master_port", "29512", "--module",
                            "debias.train", str(spec)]
+
+
+def test_imported_optimizer_state_is_resumed_and_bad_files_are_refused(stream, tmp_path):
+    # an optimizer state as debias.model.neox_import writes it: a state_dict of our AdamW groups
+    first = run_training(tiny_job(stream, end_step=3, save_hf_at_steps=[3]), FAST, tmp_path / "first")
+    engine_state = torch.load(tmp_path / "first" / "checkpoints" / "step3" / "engine.pt", weights_only=True)
+    torch.save(engine_state["optimizer"], tmp_path / "optimizer_state.pt")
+    hf = str(tmp_path / "first" / "checkpoints_hf" / "step3")
+    # continuing from the saved weights + imported Adam state reproduces the uninterrupted run exactly
+    continued = run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH,
+                                      optimizer_state=str(tmp_path / "optimizer_state.pt")), FAST, tmp_path / "cont")
+    whole = run_training(tiny_job(stream), FAST, tmp_path / "whole")
+    assert continued["adam_state"] == "imported" and first["adam_state"] == "fresh"
+    assert_bitwise_equal(weights(tmp_path / "cont" / "model"), weights(tmp_path / "whole" / "model"))
+
+    (tmp_path / "junk.pt").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="junk.pt: not a loadable optimizer state_dict"):
+        run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH,
+                              optimizer_state=str(tmp_path / "junk.pt")), FAST, tmp_path / "junk")
+    assert not (tmp_path / "junk").exists()  # refused before the run dir was claimed

@@ -73,13 +73,9 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
     if cfg.deterministic is True or (cfg.deterministic == "auto" and device.type == "cpu"):
         torch.use_deterministic_algorithms(True)
 
-    # Claim the run dir before building anything heavy: another configuration's run is refused.
     job_dict, cfg_dict = job.to_dict(), cfg.to_dict()
     record = {"fingerprint": fingerprint(job_dict, cfg_dict, world_size), "job": job_dict, "trainer": cfg_dict,
               "world_size": world_size}
-    if rank == 0:
-        claim_run_dir(run_dir, record)
-    barrier()
 
     torch.manual_seed(job.seed)  # a random init (pretraining from step 0) is seeded by the job
     model, init_identity = build_model(job)
@@ -94,9 +90,9 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
         check_token_ids(batches, resume[0] if resume else job.start_step, job.end_step)
     hf_dir = Path(job.hf_dir) if job.hf_dir else run_dir / "checkpoints_hf"
     save_hf_steps = {s for s in job.save_hf_at_steps if job.start_step <= s <= job.end_step}
-    if resume is None and job.start_step in save_hf_steps and rank == 0:  # e.g. step0 of a pretraining
-        save_hf_folder(model.config, model.state_dict(), hf_dir / f"step{job.start_step}",
-                       job.tokenizer or model.tokenizer_file)
+    initial_weights = None
+    if resume is None and job.start_step in save_hf_steps:  # e.g. step0 of a pretraining, before any wrapping
+        initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     opt_cfg = {"betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False, **cfg.optimizer}
     optimizer = build_optimizer(model, **opt_cfg, fused=device.type == "cuda")  # one fused kernel per step on GPU
@@ -109,9 +105,13 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
     else:
         engine = TorchEngine(model, optimizer, device, precision, cfg.grad_clip, layout.grad_accum, cfg.compile)
 
-    # Where to start: the newest checkpoint of this run, else the window start.
+    # Where to start: the newest checkpoint of this run, else the window start. Everything is checked
+    # before the run dir is claimed; a run dir of another configuration is refused untouched.
     step, loss_sum, loss_count = job.start_step, 0.0, 0
     adam_state = "imported" if job.optimizer_state else "fresh"
+    if resume is None and job.optimizer_state:
+        load_optimizer_state(optimizer, job.optimizer_state)
+    on_rank0(lambda: claim_run_dir(run_dir, record), rank)
     if resume is not None:
         meta = load_checkpoint(resume[1], engine, rank, record["fingerprint"])
         step, loss_sum, loss_count = meta["step"], meta["loss_sum"], meta["loss_count"]
@@ -120,8 +120,11 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
                             f"{job.end_step}; use a new run dir for a shorter run")
         adam_state = meta["adam_state"]
         log.info("resuming from %s (step %d)", resume[1], step)
-    elif job.optimizer_state:
-        load_optimizer_state(optimizer, job.optimizer_state)
+
+    if initial_weights is not None and rank == 0:
+        save_hf_folder(model.config, initial_weights, hf_dir / f"step{job.start_step}",
+                       job.tokenizer or model.tokenizer_file)
+    del initial_weights
 
     seq_len = job.row_length - 1
     metrics = Metrics(run_dir, job.start_step, job.end_step, step, layout.rows_per_step * seq_len,
@@ -320,6 +323,22 @@ def init_distributed(cfg: TrainerConfig) -> tuple[int, int, int]:
     if not dist.is_initialized():
         deepspeed.init_distributed()
     return dist.get_rank(), int(os.environ["LOCAL_RANK"]), dist.get_world_size()
+
+
+def on_rank0(action: Callable[[], None], rank: int) -> None:
+    """Run `action` on rank 0; a UserError it raises is raised on every rank (none hangs)."""
+    error = None
+    if rank == 0:
+        try:
+            action()
+        except UserError as err:
+            error = str(err)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        shared = [error]
+        dist.broadcast_object_list(shared, src=0)
+        error = shared[0]
+    if error is not None:
+        raise UserError(error)
 
 
 def barrier() -> None:
