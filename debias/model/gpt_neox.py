@@ -174,12 +174,13 @@ def rotary_tables(config: GPTNeoXConfig, length: int, device: torch.device) -> t
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first cos.shape[-1] dims of x [B, T, H, head] (rotate-half); pass the rest."""
+    """Rotate the first cos.shape[-1] dims of x [B, T, ..., head] (rotate-half); pass the rest."""
     dims = cos.shape[-1]
     rot, rest = x[..., :dims], x[..., dims:]
     first, second = rot.chunk(2, dim=-1)
     rotated_half = torch.cat((-second, first), dim=-1)
-    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # broadcast over heads
+    broadcast = (cos.shape[0],) + (1,) * (x.dim() - 3) + (dims,)  # [T, 1, ..., dims]
+    cos, sin = cos.view(broadcast).to(x.dtype), sin.view(broadcast).to(x.dtype)
     return torch.cat((rot * cos + rotated_half * sin, rest), dim=-1)
 
 
@@ -201,9 +202,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         # the fused weight is laid out per head: [q_h0, k_h0, v_h0, q_h1, ...]
-        qkv = self.query_key_value(x).view(batch, length, self.num_heads, 3 * self.head_size)
-        q, k, v = qkv.chunk(3, dim=-1)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qkv = self.query_key_value(x).view(batch, length, self.num_heads, 3, self.head_size)
+        q, k = apply_rotary(qkv[:, :, :, :2], cos, sin).unbind(dim=3)  # queries and keys in one go
+        v = qkv[:, :, :, 2]
         return self.dense(causal_attention(q, k, v).reshape(batch, length, width))
 
 
