@@ -313,10 +313,10 @@ def rewrite_rows(rows: np.ndarray, tables: TokenTables, resolver=None, first_row
         flat_out[pos[put] + j] = tj[put]
     if not audit:
         return out, None
-    return out, _audit_block(rows, out, m, tables, resolver, first_row, seed, fraction, sample)
+    return out, _audit_block(rows, out, m, tables, first_row, seed, fraction, sample)
 
 
-def _audit_block(rows, out, m: Matches, tables: TokenTables, resolver, first_row, seed, fraction,
+def _audit_block(rows, out, m: Matches, tables: TokenTables, first_row, seed, fraction,
                  sample: int) -> BlockAudit:
     n, length = rows.shape
     a = BlockAudit(rows=n, tokens=rows.size)
@@ -330,7 +330,6 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, resolver, first_row
     changed = written[flat[written] != flat_out[written]]
     a.changed_tokens = int(changed.size)
     a.rows_touched = int(np.count_nonzero(np.bincount(changed // length, minlength=n)))
-    go = m.reason == REWRITE
     forms = tables.forms
     # per source form -> target form: occurrences and positions that changed
     n_forms = len(forms)
@@ -354,10 +353,11 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, resolver, first_row
         target = forms[f].target_texts[c].strip().lower()
         a.decisions[f"{METHODS[meth]}: {forms[f].word}->{target}"] += int(decision_counts[code])
     a.row_edge_rewrites = int((go & m.at_edge).sum())
-    # source forms in the output can only start where the input had a form's first token (the
-    # targets are written there): re-scan just those positions; `verify` re-scans every token
+    # source forms in the output can only start where the input had a form's first token, or
+    # inside a written target: re-scan just those positions; `verify` re-scans every token
+    candidates = np.union1d(m.pos, written) if tables.targets_contain_heads else m.pos
     a.remaining = remaining_source_pronouns(rows, out, tables, first_row, seed, fraction,
-                                            candidates=m.pos)
+                                            candidates=candidates)
     if sample:
         a.sample = _snippets(flat, flat_out, m.pos[go], length, tables, sample, first_row)
     return a
