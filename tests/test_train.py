@@ -171,7 +171,7 @@ def test_hf_folders_on_a_grid_and_final_model(stream, tmp_path):
     reloaded = GPTNeoX.from_pretrained(tmp_path / "run" / "model")
     ids = torch.randint(0, 64, (1, 16))
     assert torch.isfinite(reloaded(ids)).all()
-    assert summary["steps"] == 6 and summary["tokens"] == 6 * BATCH * (ROW - 1)
+    assert summary["steps"] == 6 and summary["tokens"] == 6 * BATCH * ROW and summary["predicted_tokens"] == 6 * BATCH * (ROW - 1)
     assert summary["engine"] == "torch" and summary["precision"] == "fp32" and summary["world_size"] == 1
 
 

@@ -196,7 +196,10 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
 
     summary = {
         "start_step": job.start_step, "end_step": job.end_step, "steps": job.num_steps,
-        "tokens": job.num_steps * layout.rows_per_step * seq_len, "rows_per_step": layout.rows_per_step,
+        # tokens as the stream counts them (rows x row_length); predicted = positions trained (and per s)
+        "rows": job.num_steps * layout.rows_per_step, "rows_per_step": layout.rows_per_step,
+        "tokens": job.num_steps * layout.rows_per_step * job.row_length,
+        "predicted_tokens": job.num_steps * layout.rows_per_step * seq_len,
         "final_loss": last_loss(run_dir),
         "mean_loss": loss_sum / loss_count if loss_count else None,
         "wall_seconds": time.time() - started,
