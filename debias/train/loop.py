@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from debias.errors import UserError
 from debias.io import write_json_atomic
-from debias.train.checkpoint import (JOB_RECORD, claim_run_dir, fingerprint, latest_checkpoint, load_checkpoint,
+from debias.train.checkpoint import (claim_run_dir, fingerprint, latest_checkpoint, load_checkpoint,
                                      save_checkpoint)
 from debias.train.config import TrainerConfig, TrainJob
 from debias.train.data import BatchLayout, WindowBatches, open_stream
