@@ -355,7 +355,9 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, first_row, seed, fr
     a.row_edge_rewrites = int((go & m.at_edge).sum())
     # source forms in the output can only start where the input had a form's first token, or
     # inside a written target: re-scan just those positions; `verify` re-scans every token
-    candidates = np.union1d(m.pos, written) if tables.targets_contain_heads else m.pos
+    later = written[pos.size:]  # target tokens after the first (written lists j = 0 first)
+    extra = later[tables.is_head[flat_out[later]]]
+    candidates = np.union1d(m.pos, extra) if extra.size else m.pos
     a.remaining = remaining_source_pronouns(rows, out, tables, first_row, seed, fraction,
                                             candidates=candidates)
     if sample:

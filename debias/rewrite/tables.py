@@ -191,7 +191,6 @@ class TokenTables:
             for c, target in enumerate(form.targets):
                 if target is not None:
                     self.target_differs[form.index, c] = sum(a != b for a, b in zip(form.source, target))
-        self.targets_contain_heads = bool(self.is_head[self.target_ids[:, :, 1:][self.target_ids[:, :, 1:] >= 0]].any())
         self.form_ambiguous = np.array([len(f.choices) > 1 for f in self.forms] or [False])
 
     # --- context classes --------------------------------------------------------------------------
