@@ -175,6 +175,10 @@ def test_compare_multirun_folder_dedups_shared_arms(tmp_path):
     assert header.count("baseline") == 2 and header.count("control") == 2
     assert "m2f r=0.07" in header and "swap r=0.21" in header
     assert markdown.count("treatment vs control") == 4 and markdown.count("treatment vs baseline") == 4
+    effects = markdown.split("### Effect of each treatment")[1].split("###")[0]
+    assert "crows_pairs.stereotype (vs control)" in effects
+    assert sum(line.startswith("| m2f r=") or line.startswith("| swap r=") for line in effects.splitlines()) == 4
+    assert "-0.050 [-0.090, -0.010] p=0.0120" in effects
     rows = list(csv.DictReader((tmp_path / "cmp/comparison.csv").open()))
     metric_rows = [r for r in rows if r["kind"] in ("baseline", "control", "treatment")]
     assert len({r["arm"] for r in metric_rows}) == 8

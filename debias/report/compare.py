@@ -122,6 +122,26 @@ def metric_rows(arms: list[Arm]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+# Per benchmark, the per-item field that summarises it best in a one-line effect table.
+HEADLINE_FIELDS = ("manipulation.feminine_preference", "crows_pairs.stereotype", "winobias.stereotype",
+                   "perplexity.nll_per_token", "lambada.ll")
+
+
+def effect_rows(arms: list[Arm], comparison: str = "treatment_vs_control") -> tuple[list[str], list[list[str]]]:
+    """One row per treatment: its effect against its control on each benchmark's headline field
+    (difference [95% CI] and the paired p-value)."""
+    treated = [arm for arm in arms if comparison in arm.comparisons]
+    available = {t.metric.name for arm in treated for t in arm.comparisons[comparison]}
+    columns = [name for name in HEADLINE_FIELDS if name in available]
+    header = ["treatment", *[f"{name} (vs control)" for name in columns]]
+    rows = []
+    for arm in treated:
+        tests = {t.metric.name: t for t in arm.comparisons[comparison]}
+        rows.append([arm.label, *[f"{tests[n].metric.cell()} p={format_p(tests[n].metric.p)}" if n in tests else ""
+                                  for n in columns]])
+    return header, rows
+
+
 def paired_rows(arms: list[Arm]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "comparison", "metric", "difference [95% CI]", "p (bootstrap)", "p (McNemar)", "n"]
     rows = []
@@ -218,6 +238,12 @@ def compare_runs(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
         title = f"model {model}, data {data}"
         md += [f"## {title}", "", markdown_table(*metric_rows(arms)), ""]
         page += [f"<h2>{title}</h2>", html_table(*metric_rows(arms))]
+        header, rows = effect_rows(arms)
+        if rows and len(header) > 1:
+            md += ["### Effect of each treatment against its control (difference [95% CI], paired p)", "",
+                   markdown_table(header, rows), ""]
+            page += ["<h3>Effect of each treatment against its control (difference [95% CI], paired p)</h3>",
+                     html_table(header, rows)]
         header, rows = paired_rows(arms)
         if rows:
             md += ["### Paired tests (treatment vs its control and vs the baseline)", "", markdown_table(header, rows), ""]
