@@ -224,7 +224,7 @@ def test_bad_demo_settings_are_one_line_errors(change, message):
 
 
 TINY = {"geometry": {"batch_size": 4, "row_length": 33, "total_steps": 100, "checkpoint_interval": 1},
-        "tokenizer": {"vocab_size": 2000, "train_documents": 1500}, "heldout_rows": 8,
+        "tokenizer": {"vocab_size": 2000, "train_documents": 800}, "heldout_rows": 8,
         "probes": {"winobias_lines_per_file": 10, "crows_pairs_frames_per_occupation": 2},
         "pretrain": {"micro_batch": 4, "device": "cpu", "progress": False}, "model": MODEL}
 
@@ -242,7 +242,7 @@ def test_tiny_suite_builds_with_loadable_checkpoints_on_the_grid(tiny_suite):
     from debias.stream import IndexedStream, Window
 
     suite, seconds = tiny_suite
-    assert seconds < 120
+    assert seconds < 60
     geometry = suite.geometry
     assert suite.checkpoint_steps == tuple(range(0, 101))
     stream = IndexedStream(suite.stream)

@@ -46,11 +46,14 @@ SUITE_RECORD = "suite.json"
 
 DEFAULTS: dict[str, Any] = {
     "seed": 1234,
-    "geometry": {"batch_size": 16, "row_length": 129, "total_steps": 1000, "checkpoint_interval": 10},
+    "geometry": {"batch_size": 16, "row_length": 65, "total_steps": 1000, "checkpoint_interval": 10},
     "tokenizer": {"vocab_size": 2000, "train_documents": 3000},
     "heldout_rows": 64,
     "probes": {"winobias_lines_per_file": 200, "crows_pairs_frames_per_occupation": 8},
     "pretrain": {"micro_batch": 16, "device": "cpu"},
+    # torch CPU threads while pretraining: one is as fast for a model this small, and far faster
+    # on a shared machine, where idle OpenMP threads spin against other jobs.
+    "threads": 1,
 }
 MODEL_KEYS = ("architecture", "peak_lr")
 
@@ -182,8 +185,11 @@ def checkpoint_steps(total_steps: int, interval: int) -> list[int]:
 
 # ---- building -----------------------------------------------------------------------------------
 
+_STARTED = time.time()
+
+
 def say(message: str) -> None:
-    print(f"[demo] {message}", file=sys.stderr, flush=True)
+    print(f"[demo {time.time() - _STARTED:5.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 def build_demo_suite(cfg: Mapping | Any, cache_dir: str | os.PathLike | None = None,
@@ -196,6 +202,8 @@ def build_demo_suite(cfg: Mapping | Any, cache_dir: str | os.PathLike | None = N
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if not (root / SUITE_RECORD).is_file():
+            for stale in root.parent.glob(f".{key}.tmp-*"):  # a killed build's leftovers (we hold the lock)
+                _remove_tree(stale)
             started = time.time()
             say(f"building the demo suite {key} in {root} (once; later runs reuse it)")
             with atomic_output(root) as tmp:
@@ -205,6 +213,8 @@ def build_demo_suite(cfg: Mapping | Any, cache_dir: str | os.PathLike | None = N
 
 
 def _build(params: dict, key: str, out: Path, progress: bool) -> None:
+    import torch
+
     from debias.model import GPTNeoXConfig
     from debias.stream import Geometry
     from debias.train import TrainerConfig, TrainJob, run_training
@@ -238,7 +248,12 @@ def _build(params: dict, key: str, out: Path, progress: bool) -> None:
                    save_hf_at_steps=steps, hf_dir=str(out / "checkpoints"))
     trainer = TrainerConfig.from_any({**params["pretrain"], "checkpoint_every": geometry.total_steps,
                                       "keep_last": 1, "tensorboard": False, "progress": progress})
-    summary = run_training(job, trainer, out / "pretrain")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(params["threads"] or threads))
+    try:
+        summary = run_training(job, trainer, out / "pretrain")
+    finally:
+        torch.set_num_threads(threads)
     for leftover in ("checkpoints", "model"):  # resumable state and a copy of the last step: not needed
         _remove_tree(out / "pretrain" / leftover)
 
