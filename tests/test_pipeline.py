@@ -7,6 +7,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,3 +105,14 @@ def test_cache_builds_once_when_jobs_race(tmp_path):
     assert len({folder for folder, _ in results}) == 1 and all(text == "built" for _, text in results)
     key = json.loads((Path(results[0][0]) / "key.json").read_text())
     assert key == {"a": 1}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_targets_pass_overrides_to_the_pipeline():
+    def dry_run(*args: str) -> str:
+        return subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+
+    assert "pipelines/intervene.py intervention=swap intervention.ratio=0.21" in \
+        dry_run("intervene", "ARGS=intervention=swap intervention.ratio=0.21")
+    assert "pipelines/intervene.py --multirun +sweep=demo" in dry_run("sweep")
+    assert "pipelines/compare.py outputs/multirun/x" in dry_run("compare", "RUNS=outputs/multirun/x")
