@@ -146,28 +146,39 @@ def bench_gpu(args) -> dict:
         config = config_from_preset(PRESETS / f"{shape}-deduped.yaml")
         ids = torch.randint(0, config.vocab_size, (args.gpu_batch, args.gpu_seq + 1), device=device)
         reference, ours = reference_and_ours(config, torch.bfloat16, device)
-        contenders = {"ours": (ours, ours_logits), "transformers": (reference, reference_logits)}
+        contenders = {"ours": (ours, ours_logits)}
         if args.compile:
             contenders["ours_compiled"] = (torch.compile(ours), ours_logits)
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises instead of falling back to another kernel
             seconds = race(contenders, ids, args.repeats, device, warmup=3)
+        reference_contender = {"transformers": (reference, reference_logits)}
+        try:
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                seconds |= race(reference_contender, ids, args.repeats, device, warmup=3)
+            reference_attention = "sdpa, FlashAttention kernel"
+        except RuntimeError as err:  # e.g. it passes an explicit mask, which flash kernels refuse
+            seconds |= race(reference_contender, ids, args.repeats, device, warmup=3)
+            reference_attention = f"sdpa, kernel of its choice (flash-only failed: {str(err).splitlines()[0][:120]})"
+
         tokens, per_token = args.gpu_batch * args.gpu_seq, flops_per_token(config, args.gpu_seq)
-        row = {}
-        for contender, secs in ((name, times["wall"]) for name, times in seconds.items()):
-            row[f"{contender}_tokens_per_s"] = tokens / secs
-            row[f"{contender}_mfu"] = tokens / secs * per_token / peak if peak else None
+        row = {"transformers_attention": reference_attention, "flops_per_token": per_token}
+        for contender, times in seconds.items():
+            row[f"{contender}_tokens_per_s"] = tokens / times["wall"]
+            row[f"{contender}_mfu"] = tokens / times["wall"] * per_token / peak if peak else None
         best = max(row.get("ours_compiled_tokens_per_s", 0.0), row["ours_tokens_per_s"])
         row["ratio"] = best / row["transformers_tokens_per_s"]
         results[shape] = row
-        mfu = lambda key: f"{row[key]:.1%}" if row[key] is not None else "n/a"  # noqa: E731
-        line = f"gpu {shape:11s} bf16 flash: ours {row['ours_tokens_per_s']:9.0f} tok/s (MFU {mfu('ours_mfu')})"
-        if args.compile:
-            line += f" | compiled {row['ours_compiled_tokens_per_s']:9.0f} tok/s (MFU {mfu('ours_compiled_mfu')})"
-        line += f" | transformers(sdpa) {row['transformers_tokens_per_s']:9.0f} tok/s (MFU {mfu('transformers_mfu')}) | ratio {row['ratio']:.2f}x"
-        print(line)
-        del reference, ours, contenders
+        print(f"gpu {shape:11s} bf16 batch {args.gpu_batch} x seq {args.gpu_seq}: " + " | ".join(
+            f"{contender} {row[f'{contender}_tokens_per_s']:9.0f} tok/s (MFU {percent(row[f'{contender}_mfu'])})"
+            for contender in seconds
+        ) + f" | ratio {row['ratio']:.2f}x  [transformers: {reference_attention}]")
+        del reference, ours, contenders, reference_contender
         torch.cuda.empty_cache()
     return results
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def main() -> None:

@@ -148,7 +148,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     torch.save(state | {"payload": CreatesMarkerWhenUnpickled(marker)}, folder / "pytorch_model.bin")
-    with pytest.raises(UserError, match=r"pytorch_model\.bin: refused to unpickle") as err:
+    with pytest.raises(UserError, match=r"pytorch_model\.bin: refused to unpickle: .*\(\S*open\)") as err:
         GPTNeoX.from_pretrained(folder)
     assert "\n" not in str(err.value)
     assert not marker.exists()

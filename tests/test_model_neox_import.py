@@ -356,5 +356,14 @@ def test_malicious_global_in_a_shard_is_not_run(tmp_path):
     assert not marker.exists()
 
 
+def test_command_line_bad_input_exits_2(tmp_path):
+    preset = Path(__file__).resolve().parents[1] / "conf" / "model" / "pythia-70m-deduped.yaml"
+    command = [sys.executable, "-m", "debias.model.neox_import", str(tmp_path / "absent"), "--preset", str(preset), "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'absent'}: not a folder")
+    assert not (tmp_path / "out").exists()
+
+
 if __name__ == "__main__":
     write_checkpoint(Path(sys.argv[1]))

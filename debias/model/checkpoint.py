@@ -69,10 +69,9 @@ def load_torch_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
+    except pickle.UnpicklingError:
         raise UserError(
-            f"{path}: refused to unpickle: it holds objects other than tensors ({reason or err.__class__.__name__}); "
+            f"{path}: refused to unpickle: it holds objects other than tensors ({', '.join(foreign_globals(path))}); "
             "only weights are loaded from .bin files, convert it to safetensors from a trusted source"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
@@ -83,6 +82,14 @@ def load_torch_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise UserError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor; expected a dict of tensors")
     return payload
+
+
+def foreign_globals(path: Path) -> list[str]:
+    """Names of the classes and functions a pickle would call, read without running it."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path) or ["unknown"]
+    except Exception:  # a damaged or non-zip file: the names are only for the message
+        return ["unreadable"]
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
