@@ -99,11 +99,23 @@ def test_sharded_safetensors(tmp_path):
     torch.testing.assert_close(our_logits(GPTNeoX.from_pretrained(tmp_path), ids), reference_logits(reference, ids), atol=1e-4, rtol=0)
 
 
+def pythia_style_config(config) -> dict:
+    """config.json as the Pythia repositories hold it (transformers 4.24: rotary_pct, rotary_emb_base)."""
+    return {
+        "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": config.hidden_act,
+        "hidden_size": config.hidden_size, "initializer_range": 0.02, "intermediate_size": config.intermediate_size,
+        "layer_norm_eps": 1e-05, "max_position_embeddings": 2048, "model_type": "gpt_neox",
+        "num_attention_heads": config.num_attention_heads, "num_hidden_layers": config.num_hidden_layers,
+        "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
+        "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": config.vocab_size,
+    }
+
+
 def legacy_bin_folder(folder, reference, shards: int = 1):
     """A pre-safetensors folder: pytorch_model.bin (or shards + index), fp16, with the buffers
     old transformers versions saved."""
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(json.loads(reference.config.to_json_string()) | {"torch_dtype": "float16"}))
+    (folder / "config.json").write_text(json.dumps(pythia_style_config(reference.config)))
     state = {key.replace("lm_head.", "embed_out."): value.half() for key, value in reference.state_dict().items()}
     for i in range(reference.config.num_hidden_layers):
         state[f"gpt_neox.layers.{i}.attention.bias"] = torch.tril(torch.ones(8, 8, dtype=torch.bool))[None, None]
@@ -130,6 +142,9 @@ def test_legacy_pytorch_bin_with_buffers(tmp_path, shards):
     ids = token_ids(TINY["vocab_size"])
     expected = reference_logits(reference.half().float(), ids)  # the same fp16-rounded weights
     torch.testing.assert_close(our_logits(ours, ids), expected, atol=1e-4, rtol=0)
+    # transformers reads the same pre-safetensors, transformers-4-style folder the same way
+    theirs = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "legacy", dtype=torch.float32).eval()
+    torch.testing.assert_close(reference_logits(theirs, ids), expected, atol=1e-4, rtol=0)
     assert GPTNeoX.from_pretrained(tmp_path / "legacy", dtype=torch.bfloat16).embed_out.weight.dtype == torch.bfloat16
 
 
