@@ -185,11 +185,10 @@ def checkpoint_steps(total_steps: int, interval: int) -> list[int]:
 
 # ---- building -----------------------------------------------------------------------------------
 
-_STARTED = time.time()
-
-
-def say(message: str) -> None:
-    print(f"[demo {time.time() - _STARTED:5.0f}s] {message}", file=sys.stderr, flush=True)
+def say(message: str, started: float | None = None) -> None:
+    """A progress line on stderr, with the seconds since `started` when given."""
+    clock = f" {time.time() - started:4.0f}s" if started is not None else ""
+    print(f"[demo{clock}] {message}", file=sys.stderr, flush=True)
 
 
 def build_demo_suite(cfg: Mapping | Any, cache_dir: str | os.PathLike | None = None,
@@ -219,27 +218,28 @@ def _build(params: dict, key: str, out: Path, progress: bool) -> None:
     from debias.stream import Geometry
     from debias.train import TrainerConfig, TrainJob, run_training
 
+    started = time.time()
     out.mkdir(parents=True)
     geometry = Geometry.from_config(params["geometry"])
     seed = int(params["seed"])
     train_rows = geometry.total_steps * geometry.batch_size
 
-    say("1/5 corpus and tokenizer")
+    say("1/5 corpus and tokenizer", started)
     generator = CorpusGenerator(seed)
     sample = list(generator.documents(params["tokenizer"]["train_documents"]))
     tokenizer = train_tokenizer([d.text for d in sample], params["tokenizer"]["vocab_size"], out / "tokenizer.json")
 
     say(f"2/5 stream: {train_rows:,} training rows + {params['heldout_rows']} held-out rows of "
-        f"{geometry.row_length} tokens")
+        f"{geometry.row_length} tokens", started)
     corpus_stats = _pack_stream(sample, generator, tokenizer, geometry, params["heldout_rows"], seed, out)
 
-    say("3/5 probes (WinoBias and CrowS-Pairs formats)")
+    say("3/5 probes (WinoBias and CrowS-Pairs formats)", started)
     write_winobias(out / "winobias", seed + 2, params["probes"]["winobias_lines_per_file"])
     write_crows_pairs(out / "crows_pairs" / "crows_pairs_demo.csv", seed + 3,
                       params["probes"]["crows_pairs_frames_per_occupation"])
 
     steps = checkpoint_steps(geometry.total_steps, geometry.checkpoint_interval)
-    say(f"4/5 pretraining {geometry.total_steps} steps from random init; {len(steps)} checkpoints")
+    say(f"4/5 pretraining {geometry.total_steps} steps from random init; {len(steps)} checkpoints", started)
     config = GPTNeoXConfig.from_dict(params["model"]["architecture"])
     job = TrainJob(init=config, stream=str(out / "stream" / "document"), first_row=0, start_step=0,
                    end_step=geometry.total_steps, peak_lr=params["model"]["peak_lr"],
@@ -257,7 +257,7 @@ def _build(params: dict, key: str, out: Path, progress: bool) -> None:
     for leftover in ("checkpoints", "model"):  # resumable state and a copy of the last step: not needed
         _remove_tree(out / "pretrain" / leftover)
 
-    say("5/5 writing suite.json")
+    say("5/5 writing suite.json", started)
     suite = DemoSuite(root=out, key=key, tokenizer=Path("tokenizer.json"), stream=Path("stream/document"),
                       checkpoints=Path("checkpoints"), checkpoint_steps=tuple(steps),
                       winobias_dir=Path("winobias"), crows_pairs_csv=Path("crows_pairs/crows_pairs_demo.csv"),

@@ -82,4 +82,4 @@ def check_pronoun_tokens(tokenizer: Tokenizer, source: str) -> None:
     split = [form for form in REQUIRED_SINGLE_TOKENS if single_token_id(tokenizer, form) is None]
     if split:
         raise UserError(f"{source}: pronoun forms {split} are not single tokens; raise "
-                        f"data.tokenizer.vocab_size or generate more text (data.corpus)")
+                        f"data.demo.tokenizer.vocab_size or data.demo.tokenizer.train_documents")
