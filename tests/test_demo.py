@@ -280,3 +280,16 @@ def test_tiny_suite_is_cached_by_content_and_feeds_the_evaluator(tiny_suite):
     assert cfg["crows_pairs"]["path"] == str(suite.crows_pairs_csv) and Path(cfg["winobias"]["path"]).is_dir()
     assert cfg["perplexity"]["rows"] == list(suite.heldout_rows)
     assert not list(suite.root.parent.glob("*.tmp-*"))  # nothing half-built left behind
+
+
+@pytest.mark.slow
+def test_parallel_builds_wait_for_one_another(tmp_path, capfd):
+    """Two sweep jobs asking for the same suite at once: one builds, the other waits and loads it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tiny = dict(TINY, seed=11)  # a suite of its own, not the module's cached one
+    with ThreadPoolExecutor(2) as pool:
+        suites = list(pool.map(lambda _: build_demo_suite(tiny, tmp_path, progress=False), range(2)))
+    assert suites[0].root == suites[1].root and (suites[0].root / "suite.json").is_file()
+    assert capfd.readouterr().err.count("building the demo suite") == 1
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [suites[0].key, f"{suites[0].key}.lock"]
