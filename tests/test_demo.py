@@ -280,6 +280,9 @@ def test_tiny_suite_is_cached_by_content_and_feeds_the_evaluator(tiny_suite):
     assert cfg["crows_pairs"]["path"] == str(suite.crows_pairs_csv) and Path(cfg["winobias"]["path"]).is_dir()
     assert cfg["perplexity"]["rows"] == list(suite.heldout_rows)
     assert not list(suite.root.parent.glob("*.tmp-*"))  # nothing half-built left behind
+    stats = json.loads((suite.root / "corpus_stats.json").read_text())
+    assert set(stats["mentions"]) == set(FEMALE_PERCENT) and stats["tokens"] >= 100 * 4 * 32
+    assert "<|endoftext|>" in (suite.root / "corpus_sample.txt").read_text()
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
     suite.checkpoint(930)                            # Hugging Face folder of the model at step 930
 
 Steps, each with the project's own parts:
-1. corpus   `corpus.CorpusGenerator` (seeded English with the planted occupational skew);
+1. corpus   `corpus.CorpusGenerator` (seeded English with the planted occupational skew; its
+            first documents are kept in corpus_sample.txt, the planted counts in corpus_stats.json);
 2. tokenizer a byte-level BPE like GPT-NeoX-20B's, trained on the first documents;
 3. stream   the corpus packed into Pythia-format rows by `debias.stream.pack_texts`; the stream
             holds exactly `total_steps * batch_size` training rows and then `heldout_rows` rows
@@ -38,7 +39,7 @@ from debias.demo.corpus import FEMALE_PERCENT, CorpusGenerator, Document
 from debias.demo.probes import write_crows_pairs, write_winobias
 from debias.demo.tokenizer import train_tokenizer
 from debias.errors import UserError
-from debias.io import atomic_output, sha256_json, write_json_atomic
+from debias.io import atomic_output, sha256_json, write_json_atomic, write_text_atomic
 
 # Bump when the generator, probes or build change what a suite holds: old caches are then ignored.
 DEMO_FORMAT_VERSION = 1
@@ -228,6 +229,7 @@ def _build(params: dict, key: str, out: Path, progress: bool) -> None:
     generator = CorpusGenerator(seed)
     sample = list(generator.documents(params["tokenizer"]["train_documents"]))
     tokenizer = train_tokenizer([d.text for d in sample], params["tokenizer"]["vocab_size"], out / "tokenizer.json")
+    write_text_atomic(out / "corpus_sample.txt", "\n<|endoftext|>\n".join(d.text for d in sample[:30]) + "\n")
 
     say(f"2/5 stream: {train_rows:,} training rows + {params['heldout_rows']} held-out rows of "
         f"{geometry.row_length} tokens", started)
