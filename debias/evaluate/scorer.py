@@ -106,6 +106,7 @@ class Scorer:
 
     # -- scoring ------------------------------------------------------------------------
     def score(self, requests: Sequence[Request], desc: str = "scoring") -> list[Score]:
+        """One Score per request, in order (`desc` labels the progress bar)."""
         unique = list(dict.fromkeys(requests))
         inputs = [self._input_of(r) for r in unique]
         hosts = _prefix_hosts([ids for ids, _ in inputs])
