@@ -96,6 +96,8 @@ def test_run_report_files_hold_every_metric(tmp_path):
     low, high = treatment["pct_stereotype_ci95"]
     assert f"{treatment['pct_stereotype']:.3f} [{low:.3f}, {high:.3f}]" in markdown
     assert "treatment vs control" in markdown and "| -0.050 [-0.090, -0.010] | 0.0120 | 0.0360 | 262 |" in markdown
+    headline = next(line for line in markdown.splitlines() if line.startswith("| crows_pairs.pct_stereotype"))
+    assert headline.endswith("| crows_pairs.stereotype: -0.050 [-0.090, -0.010] p=0.0120 |")
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
     assert "src=\"http" not in html and "<script" not in html  # self-contained

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 
 from debias.io import atomic_output, sha256_json, write_text_atomic
 from debias.report import plots
-from debias.report.metrics import BIAS_SECTIONS, Metric, PairedTest, format_p, metrics_of, paired_tests
+from debias.report.metrics import (BIAS_SECTIONS, HEADLINE_FIELDS, Metric, PairedTest, format_p, metrics_of,
+                                   paired_tests)
 from debias.report.run_report import ARM_ORDER, html_image, html_page, html_table, markdown_table
 
 MAX_RATIO_PLOTS = 8
@@ -120,11 +121,6 @@ def metric_rows(arms: list[Arm]) -> tuple[list[str], list[list[str]]]:
     header = ["metric", *[arm.label for arm in arms]]
     rows = [[name, *[(arm.metrics[name].cell() if name in arm.metrics else "") for arm in arms]] for name in names]
     return header, rows
-
-
-# Per benchmark, the per-item field that summarises it best in a one-line effect table.
-HEADLINE_FIELDS = ("manipulation.feminine_preference", "crows_pairs.stereotype", "winobias.stereotype",
-                   "perplexity.nll_per_token", "lambada.ll")
 
 
 def effect_rows(arms: list[Arm], comparison: str = "treatment_vs_control") -> tuple[list[str], list[list[str]]]:

@@ -17,6 +17,11 @@ COMPANION_SUFFIXES = ("_ci95", "_p", "_n")
 BREAKDOWN_HINTS = ("occupation", "items", "per_", "samples", "snippets", "curve", "by_")
 # Sections that measure bias (plotted against the intervention ratio in comparisons).
 BIAS_SECTIONS = ("crows_pairs", "winobias", "manipulation")
+# The headline of each benchmark: its metric, and the per-item field its paired tests use.
+HEADLINE_METRICS = ("manipulation.feminine_preference", "crows_pairs.pct_stereotype", "winobias.stereotype_accuracy",
+                    "perplexity.perplexity", "lambada.perplexity", "lambada.accuracy")
+HEADLINE_FIELDS = ("manipulation.feminine_preference", "crows_pairs.stereotype", "winobias.stereotype",
+                   "perplexity.nll_per_token", "lambada.ll")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from debias.io import atomic_output, write_json_atomic, write_text_atomic
 from debias.report import plots
-from debias.report.metrics import Metric, format_p, metrics_of, paired_tests
+from debias.report.metrics import HEADLINE_FIELDS, HEADLINE_METRICS, Metric, format_p, metrics_of, paired_tests
 
 ARM_ORDER = ("baseline", "control", "treatment")
 # Keys that legitimately change between two identical runs; they live under "timing" only.
@@ -64,6 +64,22 @@ def metrics_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
         ns = {m.n for metrics in by_arm.values() if (m := metrics.get(name)) and m.n is not None}
         n = str(ns.pop()) if len(ns) == 1 else "/".join(str(x) for x in sorted(ns))
         rows.append([name, n, *[(metrics[name].cell() if name in metrics else "") for metrics in by_arm.values()]])
+    return header, rows
+
+
+def headline_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each benchmark's headline metric per arm, and the treatment's paired effect on it."""
+    by_arm = arm_metrics(report)
+    versus = next((c for c in ("treatment_vs_control", "control_vs_baseline") if c in report.get("comparisons", {})), None)
+    tests = {t.metric.name.split(".")[0]: t for t in paired_tests(report["comparisons"][versus])
+             if t.metric.name in HEADLINE_FIELDS} if versus else {}
+    header = ["metric", *by_arm] + ([f"{versus.replace('_vs_', ' - ')} (paired)"] if tests else [])
+    rows = []
+    for name in HEADLINE_METRICS:
+        if any(name in metrics for metrics in by_arm.values()):
+            test = tests.get(name.split(".")[0])
+            effect = [f"{test.metric.name}: {test.metric.cell()} p={format_p(test.metric.p)}" if test else ""] if tests else []
+            rows.append([name, *[(metrics[name].cell() if name in metrics else "") for metrics in by_arm.values()], *effect])
     return header, rows
 
 
@@ -113,7 +129,10 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def render_markdown(report: Mapping[str, Any], figure_files: Mapping[str, str]) -> str:
     parts = ["# debias run report", ""]
     parts += [f"- {line}" for line in summary_lines(report)]
-    parts += ["", "## Metrics (value [95% CI])", "", markdown_table(*metrics_table(report))]
+    header, rows = headline_table(report)
+    if rows:
+        parts += ["", "## Headline (value [95% CI])", "", markdown_table(header, rows)]
+    parts += ["", "## All metrics (value [95% CI])", "", markdown_table(*metrics_table(report))]
     header, rows = comparisons_table(report)
     if rows:
         parts += ["", "## Paired comparisons", "", markdown_table(header, rows)]
@@ -167,7 +186,11 @@ def html_page(title: str, body: list[str]) -> str:
 def render_html(report: Mapping[str, Any], pngs: Mapping[str, bytes]) -> str:
     body = ["<h1>debias run report</h1>", "<ul>"]
     body += [f"<li>{html.escape(line)}</li>" for line in summary_lines(report)]
-    body += ["</ul>", "<h2>Metrics (value [95% CI])</h2>", html_table(*metrics_table(report))]
+    body.append("</ul>")
+    header, rows = headline_table(report)
+    if rows:
+        body += ["<h2>Headline (value [95% CI])</h2>", html_table(header, rows)]
+    body += ["<h2>All metrics (value [95% CI])</h2>", html_table(*metrics_table(report))]
     header, rows = comparisons_table(report)
     if rows:
         body += ["<h2>Paired comparisons</h2>", html_table(header, rows)]
