@@ -15,7 +15,6 @@ The script only wires library calls; every stage's logic lives in `debias/`.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ def check_settings(cfg: DictConfig) -> None:
     if iv.start_step is None and not (isinstance(iv.ratio, (int, float)) and 0 < iv.ratio < 1):
         raise UserError(f"intervention.ratio={iv.ratio}: must be strictly between 0 and 1 "
                         "(e.g. 0.07 or 0.21), or set intervention.start_step")
-    if not 0 <= iv.fraction <= 1:
+    if not (isinstance(iv.fraction, (int, float)) and 0 <= iv.fraction <= 1):
         raise UserError(f"intervention.fraction={iv.fraction}: must be in [0, 1]")
 
 

@@ -25,8 +25,6 @@ from debias.report import plots
 from debias.report.metrics import HEADLINE_FIELDS, HEADLINE_METRICS, Metric, format_p, metrics_of, paired_tests
 
 ARM_ORDER = ("baseline", "control", "treatment")
-# Keys that legitimately change between two identical runs; they live under "timing" only.
-VOLATILE_KEY = "timing"
 
 
 def ordered_arms(arms: Mapping[str, Any]) -> list[str]:
