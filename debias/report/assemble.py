@@ -111,8 +111,14 @@ def summary_lines(report: Mapping) -> list[str]:
              f"{run.get('start_step')}..{run.get('end_step')} model={report.get('model', {}).get('name')}"]
     audit = report.get("rewrite", {}).get("audit", {})
     changed = next((audit[k] for k in ("changed_tokens", "tokens_changed", "changed") if k in audit), None)
-    lines.append(f"rewrite: {changed} tokens changed" if changed is not None else
-                 f"rewrite: {'none (control run)' if run.get('direction') == 'none' else 'not run'}")
+    if changed is None:
+        lines.append(f"rewrite: {'none (control run)' if run.get('direction') == 'none' else 'not run'}")
+    else:  # a reused larger pass is audited as a whole: say which rows the counts cover
+        manifest = report["rewrite"].get("manifest", {})
+        rows = manifest.get("rows")
+        scope = f" in rows {rows[0]}..{rows[1]}" if rows else ""
+        reused = " (a larger pass, reused for this window)" if manifest.get("reused_from") else ""
+        lines.append(f"rewrite: {changed} tokens changed{scope}{reused}")
     losses = {arm: s.get("final_loss") for arm, s in report.get("training", {}).items()}
     lines.append("training: " + (", ".join(f"{arm} final loss {loss:.4f}" for arm, loss in losses.items()
                                            if isinstance(loss, (int, float))) or "not run"))

@@ -18,6 +18,6 @@ class CompareOnMultirunEnd(Callback):
         self.out_subdir = out_subdir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
         markdown = compare_runs([sweep_dir], sweep_dir / self.out_subdir)
         print(f"comparison: {markdown}", flush=True)
