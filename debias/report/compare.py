@@ -231,27 +231,28 @@ def compare_runs(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
         md += [f"**Warning: {notice}**", ""]
         page.append(f'<p class="warning">Warning: {notice}</p>')
     for index, ((model, data), arms) in enumerate(groups.items()):
+        # Read top to bottom: the effects, how they grow with the ratio, then every number.
         title = f"model {model}, data {data}"
-        md += [f"## {title}", "", markdown_table(*metric_rows(arms)), ""]
-        page += [f"<h2>{title}</h2>", html_table(*metric_rows(arms))]
+        md += [f"## {title}", ""]
+        page.append(f"<h2>{title}</h2>")
         header, rows = effect_rows(arms)
         if rows and len(header) > 1:
-            md += ["### Effect of each treatment against its control (difference [95% CI], paired p)", "",
-                   markdown_table(header, rows), ""]
-            page += ["<h3>Effect of each treatment against its control (difference [95% CI], paired p)</h3>",
-                     html_table(header, rows)]
-        header, rows = paired_rows(arms)
-        if rows:
-            md += ["### Paired tests (treatment vs its control and vs the baseline)", "", markdown_table(header, rows), ""]
-            page += ["<h3>Paired tests (treatment vs its control and vs the baseline)</h3>", html_table(header, rows)]
-        figures = ratio_figures(arms)
-        for name, png in figures.items():
+            heading = "Effect of each treatment against its control (difference [95% CI], paired p)"
+            md += [f"### {heading}", "", markdown_table(header, rows), ""]
+            page += [f"<h3>{heading}</h3>", html_table(header, rows)]
+        for name, png in ratio_figures(arms).items():
             relative = f"plots/group{index}_{name.replace('.', '_')}_vs_ratio.png"
             with atomic_output(out_dir / relative) as tmp:
                 tmp.write_bytes(png)
-            md.append(f"![{name} vs ratio]({relative})")
+            md += [f"![{name} vs ratio]({relative})", ""]
             page.append(html_image(f"{name} vs intervention ratio", png))
-        md.append("")
+        md += ["### Every metric (value [95% CI])", "", markdown_table(*metric_rows(arms)), ""]
+        page += ["<h3>Every metric (value [95% CI])</h3>", html_table(*metric_rows(arms))]
+        header, rows = paired_rows(arms)
+        if rows:
+            heading = "Paired tests (treatment vs its control and vs the baseline)"
+            md += [f"### {heading}", "", markdown_table(header, rows), ""]
+            page += [f"<h3>{heading}</h3>", html_table(header, rows)]
     md += ["## Runs", "", *[f"- {path}" for path in used], ""]
     write_text_atomic(out_dir / "comparison.csv", csv_text(groups))
     write_text_atomic(out_dir / "comparison.html", html_page("debias comparison", page))
