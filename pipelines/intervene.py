@@ -138,6 +138,10 @@ def prepare(cfg: DictConfig) -> Prepared:
         checkpoint = Path(resolve_checkpoint(source, window.start_step))
         stream, tokenizer = str(cfg.data.stream), str(cfg.data.tokenizer)
 
+    # One activation for every arm: Pythia trained with tanh GELU, while a Hugging Face config.json
+    # says exact; the preset decides (eval.gelu may still override) and the report records it.
+    eval_cfg["gelu"] = eval_cfg.get("gelu") or cfg.model.architecture.get("gelu")
+
     # Fit checks before heavy work: rows long enough for the window, ids inside the vocabulary.
     opened = IndexedStream(stream)
     window.check_fits(opened)
@@ -187,7 +191,8 @@ def train_arm(cfg: DictConfig, prep: Prepared, stream: str, first_row: int, rows
 
     job = TrainJob.for_window(init=str(prep.checkpoint), stream=stream, first_row=first_row, window=prep.window,
                               geometry=prep.geometry, peak_lr=float(cfg.model.peak_lr), seed=int(cfg.seed),
-                              init_step=prep.window.start_step, tokenizer=prep.tokenizer)
+                              init_step=prep.window.start_step, tokenizer=prep.tokenizer,
+                              gelu=cfg.model.architecture.get("gelu"))
     trainer = TrainerConfig.from_any(cfg.trainer)
     key = {"job": job.to_dict(), "rows": rows_identity, "trainer": trainer.to_dict()}
     return cached(cfg, "train", key, lambda folder: launch_training(job, trainer, folder))
@@ -210,10 +215,12 @@ def evaluate(cfg: DictConfig, prep: Prepared, model_folder: Path, model_identity
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
     check_settings(cfg)
-    if cfg.get("threads"):
+    # Tiny demo models run several times faster on one thread than on two contending ones.
+    threads = cfg.get("threads") or cfg.data.get("demo", {}).get("threads")
+    if threads:
         import torch
 
-        torch.set_num_threads(int(cfg.threads))
+        torch.set_num_threads(int(threads))
     timing: dict[str, Any] = {}
 
     def timed(name: str, fn: Callable, *args):
