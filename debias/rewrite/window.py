@@ -4,10 +4,13 @@ Layout of `out_dir` when done:
     rewritten.bin / rewritten.idx   exactly the window's rows, same dtype and row length
     manifest.json                   what was done to what (source identity, window, tokenizer, config)
     audit.json                      counts that prove it (see core.BlockAudit)
-While running, `out_dir/.partial/` holds one `.bin` per finished block of rows and a `.json` with
-its audit and sha256. A killed pass resumes from the finished blocks (hashes checked), and since a
-block's content depends only on its rows and the config, the result is byte-identical to a pass
-that was never interrupted.
+While running, `out_dir/.partial/` holds `rewritten.bin`, preallocated to the window's size, into
+which each block writes its rows once at its own byte offset (rows have a fixed length, so the
+offset is known before any block runs), and one `block-i.json` per finished block with its audit
+and sha256, written after its rows. A killed pass resumes from the finished blocks (hashes checked
+against the bytes at their offsets), and since a block's content depends only on its rows and the
+config, the result is byte-identical to a pass that was never interrupted. When all blocks are in,
+the file is renamed into place: the rows are written once and never copied.
 
 Reuse: a finished pass with the same configuration whose window covers this one (in `out_dir` or in
 a sibling folder of it, which is how the pipeline's cache lays passes out) is returned as is, with
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -28,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from debias.errors import UserError
-from debias.io import atomic_output, sha256_file, sha256_json, write_json_atomic
+from debias.io import atomic_output, sha256_json, write_json_atomic
 from debias.rewrite import lexicon
 from debias.rewrite.core import REASONS, BlockAudit, rewrite_rows
 from debias.rewrite.resolvers import check_resolver
@@ -124,21 +128,29 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     _refuse_other_output(out_dir, key, window)
 
     span = (window.start_row, window.end_row)
+    row_bytes = window.geometry.row_length * stream.dtype.itemsize
     blocks = [(b, min(b + block_rows, span[1])) for b in range(span[0], span[1], block_rows)]
     partial = out_dir / ".partial"
     _open_partial(partial, {"config": config, "key": key, "rows": list(span), "block_rows": block_rows})
-    done = {i for i, block in enumerate(blocks) if _block_done(partial, i)}
+    rows_file = partial / f"{STREAM_NAME}.bin"
+    _preallocate(rows_file, (span[1] - span[0]) * row_bytes)
+    done = {i for i, (start, stop) in enumerate(blocks)
+            if _block_done(partial, i, (start - span[0]) * row_bytes, (stop - start) * row_bytes)}
     todo = [(i, *blocks[i]) for i in range(len(blocks)) if i not in done]
     job = dict(source=str(stream.idx_path), tokenizer=tokenizer, direction=direction, fraction=fraction,
-               seed=int(seed), resolver=resolver, partial=str(partial), vocab_size=vocab_size)
+               seed=int(seed), resolver=resolver, partial=str(partial), vocab_size=vocab_size,
+               first_row=span[0], row_bytes=row_bytes)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     bar = tqdm(total=window.num_tokens, initial=sum(blocks[i][1] - blocks[i][0] for i in done) * window.geometry.row_length,
                unit="tok", unit_scale=True, desc=f"rewrite {direction}", disable=not progress)
     with bar:
         if workers == 1:
             _init_worker(job)
-            for item in todo:
-                bar.update(_run_block(item))
+            try:
+                for item in todo:
+                    bar.update(_run_block(item))
+            finally:
+                os.close(_JOB.pop("rows_fd"))
         else:
             # fork: workers inherit the built tables and need no importable __main__
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -147,15 +159,13 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
                     bar.update(n)
 
     audit = BlockAudit()
+    for i in range(len(blocks)):
+        block_audit = json.loads((partial / f"block-{i:06d}.json").read_text())["audit"]
+        audit.merge(BlockAudit.from_dict(block_audit), max_sample=SAMPLE_TOTAL)
     stream_prefix = out_dir / STREAM_NAME
-    digest = hashlib.sha256()
-    with StreamWriter(stream_prefix, stream.dtype, row_length=window.geometry.row_length) as writer:
-        for i, (start, stop) in enumerate(blocks):
-            rows = np.fromfile(partial / f"block-{i:06d}.bin", dtype=stream.dtype).reshape(stop - start, -1)
-            writer.append_rows(rows)
-            digest.update(memoryview(np.ascontiguousarray(rows)).cast("B"))
-            block_audit = json.loads((partial / f"block-{i:06d}.json").read_text())["audit"]
-            audit.merge(BlockAudit.from_dict(block_audit), max_sample=SAMPLE_TOTAL)
+    digest = _sha256_mapped(rows_file)
+    os.replace(rows_file, stream_prefix.with_suffix(".bin"))  # same file system: atomic, no copy
+    _write_index(stream_prefix, stream.dtype, span[1] - span[0], window.geometry.row_length)
     tables = get_tables(tokenizer, direction)
     manifest = {
         "config_key": key,
@@ -164,7 +174,7 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
         "window": window.describe(),
         "rows": list(span),
         "stream": str(stream_prefix),
-        "output_bin_sha256": digest.hexdigest(),
+        "output_bin_sha256": digest,
         "tokenizer": tokenizer,
         "block_rows": block_rows,
         "policies": {
@@ -192,34 +202,73 @@ def _init_worker(job: dict) -> None:
     _JOB.update(job)
     _JOB["stream"] = IndexedStream(job["source"])
     _JOB["tables"] = get_tables(job["tokenizer"], job["direction"])
+    # each process opens its own descriptor (never shared across fork); closed when the process ends
+    _JOB["rows_fd"] = os.open(Path(job["partial"]) / f"{STREAM_NAME}.bin", os.O_WRONLY)
 
 
 def _run_block(item: tuple[int, int, int]) -> int:
-    """Rewrite one block into `.partial/block-i.npy` (+ its audit); returns its token count."""
+    """Rewrite one block into its place in `.partial/rewritten.bin`, then record it; returns its token count."""
     i, start, stop = item
     j = _JOB
     rows = j["stream"].rows(start, stop)
     _check_ids(rows, j["vocab_size"], j["source"], j["tokenizer"], start)
     out, audit = rewrite_rows(rows, j["tables"], j["resolver"], first_row=start, seed=j["seed"],
                               fraction=j["fraction"], sample=SAMPLE_PER_BLOCK)
-    partial = Path(j["partial"])
-    with atomic_output(partial / f"block-{i:06d}.bin") as tmp:
-        out.tofile(tmp)
+    data, offset = memoryview(out).cast("B"), (start - j["first_row"]) * j["row_bytes"]
+    while data:  # pwrite may write less than asked (large blocks, signals): write the rest
+        written = os.pwrite(j["rows_fd"], data, offset)
+        data, offset = data[written:], offset + written
     # the .json appears after the rows are in place: it is what marks the block as finished
-    write_json_atomic(partial / f"block-{i:06d}.json",
+    write_json_atomic(Path(j["partial"]) / f"block-{i:06d}.json",
                       {"rows": [start, stop], "sha256": hashlib.sha256(out.data).hexdigest(),
                        "audit": audit.to_dict()})
     return rows.size
 
 
-def _block_done(partial: Path, i: int) -> bool:
-    meta, rows = partial / f"block-{i:06d}.json", partial / f"block-{i:06d}.bin"
-    if not (meta.is_file() and rows.is_file()):
+def _preallocate(path: Path, size: int) -> None:
+    """Make `path` a file of `size` bytes, keeping what an interrupted pass wrote into it."""
+    with open(path, "ab") as f:  # creates it if missing, never truncates existing rows
+        if f.tell() != size:
+            f.truncate(size)
+        if size and hasattr(os, "posix_fallocate"):
+            # reserve the disk blocks now: a full disk fails here, not mid-pass, and writes into
+            # allocated blocks are cheaper than into a sparse file's holes
+            os.posix_fallocate(f.fileno(), 0, size)
+
+
+def _block_done(partial: Path, i: int, offset: int, size: int) -> bool:
+    """Whether block `i` is recorded as finished and its bytes in the rows file still match the record."""
+    meta = partial / f"block-{i:06d}.json"
+    if not meta.is_file():
         return False
     try:
-        return json.loads(meta.read_text())["sha256"] == sha256_file(rows)
+        expected = json.loads(meta.read_text())["sha256"]
     except (ValueError, KeyError):
         return False
+    with open(partial / f"{STREAM_NAME}.bin", "rb") as f:
+        f.seek(offset)
+        return hashlib.sha256(f.read(size)).hexdigest() == expected
+
+
+def _sha256_mapped(path: Path) -> str:
+    """sha256 of a file hashed straight from its pages (a buffered read would copy every byte first)."""
+    digest = hashlib.sha256()
+    if path.stat().st_size:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as pages:
+            digest.update(pages)
+    return digest.hexdigest()
+
+
+def _write_index(prefix: Path, dtype, rows: int, row_length: int) -> None:
+    """`prefix.idx` for `rows` rows of `row_length`, whose data the blocks wrote in place.
+
+    Uses StreamWriter's own index writer so the format lives in one place; debias.stream has no
+    public call for an index without its data (integrator: a `write_index` there would replace this).
+    """
+    writer = StreamWriter(prefix, dtype, row_length=row_length)
+    writer.num_rows, writer._runs = rows, ([[rows, row_length]] if rows else [])
+    with atomic_output(writer.idx_path) as tmp:
+        writer._write_index(tmp)
 
 
 def _open_partial(partial: Path, spec: dict) -> None:
