@@ -299,16 +299,22 @@ def scan(rows: np.ndarray, tables: TokenTables, resolver=None, first_row: int = 
 
 def rewrite_rows(rows: np.ndarray, tables: TokenTables, resolver=None, first_row: int = 0,
                  seed: int = 1234, fraction: float = 1.0, sample: int = 0,
-                 audit: bool = True) -> tuple[np.ndarray, BlockAudit | None]:
-    """Rewrite a block of rows; returns a new array (the input is never modified) and its audit."""
+                 audit: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray, BlockAudit | None]:
+    """Rewrite a block of rows; returns the rewritten rows (the input is never modified) and its audit.
+
+    `out`, an array of the rows' shape and dtype, receives the result instead of a new array: a
+    pass reuses one buffer for all its blocks rather than paging in fresh memory for each.
+    """
     m = scan(rows, tables, resolver, first_row, seed, fraction)
-    out = rows.copy()
+    if out is None:
+        out = rows.copy()
+    else:
+        np.copyto(out, rows)
     flat_out = out.reshape(-1)
     go = m.reason == REWRITE
     pos, form, choice = m.pos[go], m.form[go], m.choice[go]
-    targets = tables.target_ids[form, choice]  # [k, max_len], -1 pads
     for j in range(tables.max_form_length):
-        tj = targets[:, j]
+        tj = tables.target_ids[form, choice, j]  # -1 pads targets shorter than j + 1 tokens
         put = tj >= 0
         flat_out[pos[put] + j] = tj[put]
     if not audit:

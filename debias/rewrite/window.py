@@ -212,8 +212,10 @@ def _run_block(item: tuple[int, int, int]) -> int:
     j = _JOB
     rows = j["stream"].rows(start, stop)
     _check_ids(rows, j["vocab_size"], j["source"], j["tokenizer"], start)
+    if j.get("buffer") is None or j["buffer"].shape != rows.shape:
+        j["buffer"] = np.empty_like(rows)  # reused by every block of this size in this process
     out, audit = rewrite_rows(rows, j["tables"], j["resolver"], first_row=start, seed=j["seed"],
-                              fraction=j["fraction"], sample=SAMPLE_PER_BLOCK)
+                              fraction=j["fraction"], sample=SAMPLE_PER_BLOCK, out=j["buffer"])
     data, offset = memoryview(out).cast("B"), (start - j["first_row"]) * j["row_bytes"]
     while data:  # pwrite may write less than asked (large blocks, signals): write the rest
         written = os.pwrite(j["rows_fd"], data, offset)
