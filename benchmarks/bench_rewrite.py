@@ -3,10 +3,12 @@
 LAMBADA passages are tokenized once with the GPT-NeoX tokenizer, joined with end-of-text and tiled
 into 2049-token rows, written as an MMIDIDX stream under benchmarks/data/ (git-ignored). Then, on
 ONE worker process (so figures are per core):
-  m2f / f2m / swap   rewrite_window end to end: read, rewrite, audit, write blocks, write the stream
+  m2f / f2m / swap   rewrite_window end to end: read the rows, rewrite, audit, write each block once
+                     at its offset in the output stream, record it for resume, hash the output
   (a) copy           read the same rows and write them as a stream (numpy, StreamWriter)
-  (b) scan           read the rows and look every token up in the pronoun table (the least work a
-                     correct rewriter must do); also the lookup alone on rows already in memory
+  (b) scan           read the rows the same way (same blocks, same read call) and look every token
+                     up in the pronoun table (the least work a correct rewriter must do); also the
+                     lookup alone on rows already in memory
   (c) retokenize     decode -> whole-word string replace -> re-tokenize, on a sample of rows
 Size: DEBIAS_BENCH_TOKENS (default 200M); e.g. DEBIAS_BENCH_TOKENS=20e6 for a quick run.
 Writes benchmarks/results/rewrite.json.
@@ -126,6 +128,9 @@ def main() -> None:
     results = {"tokens": n_tokens, "rows": len(stream), "row_length": ROW_LENGTH,
                "device": f"CPU, 1 worker process ({os.cpu_count()} cores on the machine, shared)"}
     t_copy, _ = timed(lambda: copy_rows(stream, work / "copy" / "rows"), "copy")
+    # every contender's output goes once it is measured (the rewriters' below too), so each writer
+    # starts from the same page cache instead of paying for the memory a previous one still holds
+    shutil.rmtree(work / "copy")
     t_scan, found = timed(lambda: scan_rows(stream, tables["m2f"].is_head), "scan")
     block = stream.rows(0, min(BLOCK_ROWS, len(stream)))
     t_mem, _ = timed(lambda: [np.flatnonzero(tables["m2f"].is_head[block]) for _ in range(5)])

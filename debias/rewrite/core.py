@@ -96,16 +96,17 @@ class Context:
         self.col = pos % row_length
         self.length = length
 
-    def before(self, d: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ids `d` tokens before the match and whether that position is inside the row."""
-        valid = self.col - d >= 0
-        return self.flat[np.where(valid, self.pos - d, self.pos)], valid
+    def before(self, d: int, idx=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Ids `d` tokens before the matches `idx` (all by default) and whether they are inside the row."""
+        pos = self.pos[idx]
+        valid = self.col[idx] - d >= 0
+        return self.flat[np.where(valid, pos - d, pos)], valid
 
-    def after(self, d: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ids `d` tokens after the match's last token and whether that position is inside the row."""
-        off = self.length - 1 + d
-        valid = self.col + off < self.row_length
-        return self.flat[np.where(valid, self.pos + off, self.pos)], valid
+    def after(self, d: int, idx=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Ids `d` tokens after the last token of the matches `idx` and whether they are inside the row."""
+        pos, off = self.pos[idx], self.length[idx] - 1 + d
+        valid = self.col[idx] + off < self.row_length
+        return self.flat[np.where(valid, pos + off, pos)], valid
 
 
 def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarray,
@@ -119,9 +120,16 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
         reason[(reason == REWRITE) & mask] = R[name]
 
     p1, has_p1 = ctx.before(1)
-    p2, has_p2 = ctx.before(2)
     n1, has_n1 = ctx.after(1)
-    n2, has_n2 = ctx.after(2)
+    # second neighbours matter only behind a quote or after a dot or hyphen: look them up there only
+    quoted = np.flatnonzero(has_p1 & t.is_quote[p1])
+    p2, has_p2 = ctx.before(2, quoted)
+    equals_before_quote = np.zeros(pos.size, dtype=bool)
+    equals_before_quote[quoted] = has_p2 & t.ends_equals[p2]
+    joined = np.flatnonzero(has_n1 & (t.is_dot[n1] | t.is_hyphen[n1]))
+    n2, has_n2 = ctx.after(2, joined)
+    word_after_joint = np.zeros(pos.size, dtype=bool)
+    word_after_joint[joined] = has_n2 & t.word_start[n2]
     left = t.form_left[form]  # forms without a leading space: the left neighbour matters
     at_edge = ~has_n1 | (left & ~has_p1)
 
@@ -136,10 +144,10 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     _cue_words(ctx, t, reason, np.flatnonzero((reason == REWRITE) & cue_after),
                np.flatnonzero((reason == REWRITE) & he_title & has_p1 & t.cue_piece_before[p1]), he_title)
     # language codes and paths in URLs and markup: /he/, lang="he", he.wikipedia, ?hl=he
-    markup_left = left & has_p1 & (t.ends_markup[p1] | (t.is_quote[p1] & has_p2 & t.ends_equals[p2]))
+    markup_left = left & has_p1 & (t.ends_markup[p1] | equals_before_quote)
     mark(markup_left | (has_n1 & t.starts_slash[n1]), "url_or_markup")
     # code: self.his, his.append(...), his(...), his[0]
-    dotted_right = has_n1 & (t.dot_word[n1] | (t.is_dot[n1] & has_n2 & t.word_start[n2]))
+    dotted_right = has_n1 & (t.dot_word[n1] | (t.is_dot[n1] & word_after_joint))
     mark((left & t.form_is_lower[form] & has_p1 & t.ends_dot[p1]) | dotted_right | (has_n1 & t.opens_call[n1]),
          "code_identifier")
     # ALL-CAPS forms are pronouns only inside ALL-CAPS text
@@ -148,7 +156,7 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
         sub = Context(flat, row_length, pos[caps], ctx.length[caps])
         reason[caps[~_inside_caps_text(sub, t)]] = R["acronym"]
     # He-Ne, His-tag, co-he
-    hyphen_right = has_n1 & (t.hyphen_word[n1] | (t.is_hyphen[n1] & has_n2 & t.word_start[n2]))
+    hyphen_right = has_n1 & (t.hyphen_word[n1] | (t.is_hyphen[n1] & word_after_joint))
     mark(hyphen_right | (left & has_p1 & t.ends_hyphen[p1]), "hyphen_compound")
     return reason, at_edge
 
@@ -313,7 +321,11 @@ def rewrite_rows(rows: np.ndarray, tables: TokenTables, resolver=None, first_row
     flat_out = out.reshape(-1)
     go = m.reason == REWRITE
     pos, form, choice = m.pos[go], m.form[go], m.choice[go]
-    for j in range(tables.max_form_length):
+    flat_out[pos] = tables.target_ids[form, choice, 0]  # every target has a first token
+    # targets have their source's length: only the few multi-token forms need the later positions
+    longer = np.flatnonzero(tables.form_length[form] > 1)
+    pos, form, choice = pos[longer], form[longer], choice[longer]
+    for j in range(1, tables.max_form_length):
         tj = tables.target_ids[form, choice, j]  # -1 pads targets shorter than j + 1 tokens
         put = tj >= 0
         flat_out[pos[put] + j] = tj[put]
