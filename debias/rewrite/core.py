@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from debias.rewrite import lexicon
-from debias.rewrite.tables import TokenTables
+from debias.rewrite.tables import FIRST_WORD, TokenTables
 
 # Why a found form was left alone; "rewrite" (0) means it was replaced.
 REASONS = (
@@ -140,8 +140,11 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     # helium: only the capitalised "He"
     he_title = t.form_is_he_title[form]
     mark(he_title & ((has_p1 & t.helium_before[p1]) | (has_n1 & t.helium_after[n1])), "helium")
-    cue_after = has_n1 & (t.cue_piece_et[n1] | (he_title & t.cue_piece_helium[n1]))
-    _cue_words(ctx, t, reason, np.flatnonzero((reason == REWRITE) & cue_after),
+    cue_after = np.flatnonzero((reason == REWRITE) & has_n1 &
+                               (t.cue_piece_et[n1] | (he_title & t.cue_piece_helium[n1])))
+    beyond, has_beyond = ctx.after(2, cue_after)  # a piece followed by this is a word of its own
+    settled = t.piece_is_other_word[n1[cue_after]] & has_beyond & t.breaks_word[beyond]
+    _cue_words(ctx, t, reason, cue_after[~settled],
                np.flatnonzero((reason == REWRITE) & he_title & has_p1 & t.cue_piece_before[p1]), he_title)
     # language codes and paths in URLs and markup: /he/, lang="he", he.wikipedia, ?hl=he
     markup_left = left & has_p1 & (t.ends_markup[p1] | equals_before_quote)
@@ -162,7 +165,7 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
 
 
 ET_AL = re.compile(r"\s*et\.?\s+al\b", re.IGNORECASE)
-FIRST_WORD, LAST_WORD = re.compile(r"\s*(\w+)"), re.compile(r"(\w+)\W*$")
+LAST_WORD = re.compile(r"(\w+)\W*$")
 
 
 def _cue_words(ctx: Context, t: TokenTables, reason, after_idx, before_idx, he_title) -> None:

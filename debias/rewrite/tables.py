@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from tokenizers import Tokenizer
 
 from debias.errors import UserError
 from debias.rewrite import lexicon
+
+FIRST_WORD = re.compile(r"\s*(\w+)")  # the word a piece of text starts with (core._cue_words too)
 
 LUT_MIN_SIZE = 1 << 16  # tables cover every uint16 value, so uint16 rows index them unchecked
 
@@ -226,6 +229,16 @@ class TokenTables:
 
         self.cue_piece_et = self.lut(piece_of(["et"]))
         self.cue_piece_helium = self.lut(piece_of(lexicon.HELIUM_AFTER))
+        # most pieces are words of their own (" is", " a", " at"): where the next token does not
+        # go on with the word, such a piece settles it without decoding
+        cue_words = {*lexicon.HELIUM_AFTER, "et"}
+
+        def starts_other_word(s):
+            word = FIRST_WORD.match(s)
+            return word is not None and word.group(1).lower() not in cue_words
+
+        self.piece_is_other_word = self.lut(starts_other_word)
+        self.breaks_word = self.lut(lambda s: bool(s) and not _is_word_char(s[0]))
         self.cue_piece_before = self.lut(lambda s: bool(s) and _is_word_char(s[0]) and any(
             w.endswith(s.lower()) and w != s.lower() for w in lexicon.HELIUM_BEFORE))
         self.dot_word = self.lut(lambda s: len(s) > 1 and s[0] == "." and _is_word_char(s[1]))
