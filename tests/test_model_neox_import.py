@@ -24,6 +24,7 @@ from debias.errors import UserError
 from debias.model import GPTNeoX, GPTNeoXConfig
 from debias.model.gpt_neox import Block, rotary_tables
 from debias.model.neox_import import adamw_state_dict, import_checkpoint, load_neox_model, read_zero_state
+from debias.train.loop import skip_cpu_shm_op
 
 # Odd widths so that ZeRO has to pad its flat groups.
 CONFIG = GPTNeoXConfig(vocab_size=61, hidden_size=24, num_layers=2, num_heads=3, intermediate_size=91)
@@ -86,11 +87,10 @@ def is_decayed(name: str) -> bool:  # GPT-NeoX's rule: no decay on LayerNorms an
 
 def write_checkpoint(out: Path) -> None:
     import deepspeed
-    import deepspeed.comm.torch
     from deepspeed.pipe import LayerSpec, PipelineModule
     from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
-    deepspeed.comm.torch.build_shm_op = lambda: None  # its C++ op JIT-compiles for minutes on CPU
+    skip_cpu_shm_op()  # its C++ op would JIT-compile for minutes on CPU
     deepspeed.init_distributed(dist_backend="gloo")
     rank = int(os.environ["RANK"])
     torch.manual_seed(0)  # identical initial weights on every rank

@@ -315,17 +315,23 @@ def init_distributed(cfg: TrainerConfig) -> tuple[int, int, int]:
     os.environ.setdefault("MASTER_PORT", str(cfg.master_port or free_port()))
     import deepspeed
 
-    if deepspeed.get_accelerator().device_name() == "cpu":
-        # DeepSpeed's shared-memory all-reduce for CPUs is a C++ op JIT-compiled on first use (about a
-        # minute); plain gloo collectives are enough for CPU runs, so mark the op unavailable.
-        builder = deepspeed.get_accelerator().create_op_builder("ShareMemCommBuilder")
-        if builder is not None:
-            deepspeed.ops.__compatible_ops__[builder.NAME] = False
+    skip_cpu_shm_op()
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     if not dist.is_initialized():
         deepspeed.init_distributed()
     return dist.get_rank(), int(os.environ["LOCAL_RANK"]), dist.get_world_size()
+
+
+def skip_cpu_shm_op() -> None:
+    """On CPU, keep DeepSpeed from JIT-compiling its shared-memory all-reduce op on first use (about
+    a minute, and more on a busy machine); plain gloo collectives are enough for CPU runs."""
+    import deepspeed
+
+    if deepspeed.get_accelerator().device_name() == "cpu":
+        builder = deepspeed.get_accelerator().create_op_builder("ShareMemCommBuilder")
+        if builder is not None:
+            deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def on_rank0(action: Callable[[], None], rank: int) -> None:
