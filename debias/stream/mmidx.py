@@ -367,30 +367,52 @@ class StreamWriter:
             raise UserError(f"{self.prefix}: value {low if low < info.min else high} does not fit "
                             f"{self.dtype}; write with a wider dtype (dtype_for_vocab(vocab_size))")
 
-    def _size_pieces(self) -> Iterator[np.ndarray]:
-        """The row lengths as int32 arrays of at most INDEX_PIECE_ROWS rows."""
-        piece, filled = np.empty(self.INDEX_PIECE_ROWS, np.int32), 0
-        for count, length in self._runs:
-            while count:
-                take = min(count, len(piece) - filled)
-                piece[filled: filled + take] = length
-                filled, count = filled + take, count - take
-                if filled == len(piece):
-                    yield piece
-                    piece, filled = np.empty(self.INDEX_PIECE_ROWS, np.int32), 0
-        if filled:
-            yield piece[:filled]
-
     def _write_index(self, path: Path) -> None:
-        rows, itemsize = self.num_rows, self.dtype.itemsize
-        with open(path, "wb") as out:
-            out.write(HEADER.pack(MAGIC, VERSION, self.code, rows, rows + 1))
-            for sizes in self._size_pieces():
-                out.write(sizes.astype("<i4").tobytes())
-            offset = 0
-            for sizes in self._size_pieces():  # byte offsets: a running sum of the row sizes in bytes
-                ends = offset + np.cumsum(sizes, dtype=np.int64) * itemsize
-                out.write(np.concatenate([[offset], ends[:-1]]).astype("<i8").tobytes())
-                offset = int(ends[-1])
-            for begin in range(0, rows + 1, self.INDEX_PIECE_ROWS):  # row k is document k
-                out.write(np.arange(begin, min(begin + self.INDEX_PIECE_ROWS, rows + 1), dtype="<i8").tobytes())
+        _write_index_file(path, self.code, self.num_rows, self._runs, self.INDEX_PIECE_ROWS)
+
+
+def write_index(prefix: str | os.PathLike, dtype, num_rows: int, row_length: int) -> Path:
+    """Write `prefix.idx` for `num_rows` rows of `row_length` tokens already in `prefix.bin`.
+
+    For data written without a StreamWriter (e.g. blocks written in place by parallel workers);
+    the index is byte-identical to the one StreamWriter writes for the same rows, and appears
+    atomically. Returns the index path.
+    """
+    if num_rows < 0 or row_length <= 0:
+        raise UserError(f"{prefix}: {num_rows} rows of {row_length} tokens; need num_rows >= 0 and row_length > 0")
+    idx_path = Path(prefix).with_name(Path(prefix).name + ".idx")
+    runs = [[num_rows, row_length]] if num_rows else []
+    with atomic_output(idx_path) as tmp:
+        _write_index_file(tmp, dtype_code(dtype), num_rows, runs, StreamWriter.INDEX_PIECE_ROWS)
+    return idx_path
+
+
+def _size_pieces(runs: list[list[int]], piece_rows: int) -> Iterator[np.ndarray]:
+    """The row lengths of `runs` ([count, length] of consecutive rows) as int32 arrays of at most `piece_rows`."""
+    piece, filled = np.empty(piece_rows, np.int32), 0
+    for count, length in runs:
+        while count:
+            take = min(count, len(piece) - filled)
+            piece[filled: filled + take] = length
+            filled, count = filled + take, count - take
+            if filled == len(piece):
+                yield piece
+                piece, filled = np.empty(piece_rows, np.int32), 0
+    if filled:
+        yield piece[:filled]
+
+
+def _write_index_file(path: Path, code: int, rows: int, runs: list[list[int]], piece_rows: int) -> None:
+    """The one writer of the `.idx` format (module doc), in pieces of `piece_rows` rows: bounded memory."""
+    itemsize = DTYPE_CODES[code].itemsize
+    with open(path, "wb") as out:
+        out.write(HEADER.pack(MAGIC, VERSION, code, rows, rows + 1))
+        for sizes in _size_pieces(runs, piece_rows):
+            out.write(sizes.astype("<i4").tobytes())
+        offset = 0
+        for sizes in _size_pieces(runs, piece_rows):  # byte offsets: a running sum of the row sizes in bytes
+            ends = offset + np.cumsum(sizes, dtype=np.int64) * itemsize
+            out.write(np.concatenate([[offset], ends[:-1]]).astype("<i8").tobytes())
+            offset = int(ends[-1])
+        for begin in range(0, rows + 1, piece_rows):  # row k is document k
+            out.write(np.arange(begin, min(begin + piece_rows, rows + 1), dtype="<i8").tobytes())
