@@ -16,7 +16,8 @@ import pytest
 from debias.errors import UserError
 from debias.io import sha256_file
 from debias.rewrite import get_tables, rewrite_rows, rewrite_window, verify_pass
-from debias.stream import Geometry, IndexedStream, Window, pack_texts
+from debias.stream import Geometry, IndexedStream, StreamWriter, Window, pack_texts
+from debias.stream.mmidx import write_index
 
 from conftest import shared_path
 
@@ -92,6 +93,63 @@ def test_larger_pass_is_reused_for_a_smaller_window(stream, neox_tokenizer_path,
     other = rewrite_window(stream, small, tmp_path / "r07f", neox_tokenizer_path, "f2m", workers=1,
                            block_rows=64, progress=False)
     assert other.stream != first.stream and other.first_row == 0
+
+
+def counts(audit: dict) -> dict:
+    """Everything an audit counts: all but its snippets and the note on where it came from."""
+    return {k: v for k, v in audit.items() if k not in ("sample", "derived_from")}
+
+
+@pytest.mark.parametrize("direction,fraction", [("m2f", 1.0), ("swap", 0.5)])
+def test_reused_window_audit_counts_only_the_window(stream, neox_tokenizer_path, tmp_path, direction, fraction):
+    g, block_rows = geometry(stream), 20
+    big = Window.from_ratio(g, 0.21)
+    small = Window(g, big.start_step + 3, big.end_step - 2)  # both edges cut a block of the big pass
+    assert (small.start_row - big.start_row) % block_rows and (small.end_row - big.start_row) % block_rows
+    options = dict(direction=direction, fraction=fraction, seed=5, workers=1, progress=False)
+    cache = tmp_path / "cache"
+    first = rewrite_window(stream, big, cache / "big", neox_tokenizer_path, block_rows=block_rows, **options)
+    reused = rewrite_window(stream, small, cache / "small", neox_tokenizer_path, block_rows=block_rows, **options)
+    assert reused.stream == first.stream and reused.first_row == small.start_row - big.start_row
+    fresh = rewrite_window(stream, small, tmp_path / "elsewhere" / "small", neox_tokenizer_path, block_rows=32,
+                           **options)
+    assert fresh.stream != first.stream  # really a pass of its own
+    assert counts(reused.audit) == counts(fresh.audit)
+    assert reused.audit["rows"] == small.num_rows < first.audit["rows"]
+    assert reused.audit["changed_tokens"] < first.audit["changed_tokens"]
+    if fraction < 1:
+        assert reused.audit["skips"]["row_not_selected"] > 0
+    derived = reused.audit["derived_from"]
+    assert derived["pass"] == str(cache / "big") and derived["pass_rows"] == [big.start_row, big.end_row]
+    assert 0 < derived["rows_rewritten_again"] < small.num_rows  # only the edges were rewritten again
+    assert derived["rows_from_block_audits"] + derived["rows_rewritten_again"] == small.num_rows
+    assert reused.audit["sample"] and all(small.start_row <= s["row"] < small.end_row
+                                          for s in reused.audit["sample"])
+    # the reusing folder records its audit; verify checks both kinds of folder
+    assert json.loads((cache / "small" / "audit.json").read_text()) == json.loads(json.dumps(reused.audit))
+    assert verify_pass(cache / "big", progress=False) == []
+    assert verify_pass(cache / "small", progress=False) == []
+    wrong = {**reused.audit, "changed_tokens": reused.audit["changed_tokens"] + 1}
+    (cache / "small" / "audit.json").write_text(json.dumps(wrong))
+    assert any("positions differ" in p for p in verify_pass(cache / "small", progress=False))
+    # a pass without its block journal (written before it was kept) is rewritten again in full
+    (cache / "big" / "blocks.jsonl").unlink()
+    again = rewrite_window(stream, small, cache / "small2", neox_tokenizer_path, block_rows=block_rows, **options)
+    assert again.stream == first.stream and counts(again.audit) == counts(fresh.audit)
+    assert again.audit["derived_from"]["rows_rewritten_again"] == small.num_rows
+
+
+@pytest.mark.parametrize("num_rows", [0, 1, 7, 23])
+def test_write_index_matches_stream_writer(tmp_path, monkeypatch, num_rows):
+    """The pass writes its index with mmidx.write_index: byte-identical to StreamWriter's, in pieces too."""
+    monkeypatch.setattr(StreamWriter, "INDEX_PIECE_ROWS", 5)
+    rows = np.arange(num_rows * 9, dtype=np.uint16).reshape(num_rows, 9)
+    with StreamWriter(tmp_path / "written", np.uint16, row_length=9) as writer:
+        writer.append_rows(rows)
+    (tmp_path / "placed.bin").write_bytes(rows.tobytes())
+    write_index(tmp_path / "placed", np.uint16, num_rows, 9)
+    assert (tmp_path / "placed.idx").read_bytes() == (tmp_path / "written.idx").read_bytes()
+    assert np.array_equal(IndexedStream(tmp_path / "placed").rows(0, num_rows).reshape(-1), rows.reshape(-1))
 
 
 def test_fraction_selects_rows_reproducibly(stream, neox_tokenizer_path, tmp_path):

@@ -4,6 +4,7 @@ Layout of `out_dir` when done:
     rewritten.bin / rewritten.idx   exactly the window's rows, same dtype and row length
     manifest.json                   what was done to what (source identity, window, tokenizer, config)
     audit.json                      counts that prove it (see core.BlockAudit)
+    blocks.jsonl                    the audit of each block (rows [start, stop)): audit.json is their sum
 While running, `out_dir/.partial/` holds `rewritten.bin`, preallocated to the window's size, into
 which each block writes its rows once at its own byte offset (rows have a fixed length, so the
 offset is known before any block runs), and one `block-i.json` per finished block with its audit
@@ -13,8 +14,13 @@ on its rows and the config, the result is byte-identical to a pass that was neve
 When all blocks are in, the file is renamed into place: the rows are written once, never copied.
 
 Reuse: a finished pass with the same configuration whose window covers this one (in `out_dir` or in
-a sibling folder of it, which is how the pipeline's cache lays passes out) is returned as is, with
-`first_row` pointing at this window's first row inside it: the 21% pass serves the 7% run.
+a sibling folder of it, which is how the pipeline's cache lays passes out) serves its rows, with
+`first_row` pointing at this window's first row inside it: the 21% pass serves the 7% run. The
+audit returned counts this window's rows only (`window_audit`): the pass's blocks that lie inside
+it are summed from `blocks.jsonl` and the partial blocks at its edges are rewritten again in
+memory. Every count equals that of a fresh pass over the window; only `sample` may differ (its
+snippets come from the first rows of each block, and block boundaries differ). A reusing `out_dir`
+gets `reused.json` (where its rows live) and that `audit.json`; `verify` checks either kind.
 """
 
 from __future__ import annotations
@@ -33,17 +39,19 @@ import numpy as np
 from tqdm import tqdm
 
 from debias.errors import UserError
-from debias.io import atomic_output, sha256_json, write_json_atomic
+from debias.io import sha256_json, write_json_atomic, write_text_atomic
 from debias.rewrite import lexicon
 from debias.rewrite.core import REASONS, BlockAudit, rewrite_rows
 from debias.rewrite.resolvers import check_resolver
 from debias.rewrite.tables import get_tables, load_tokenizer, tokenizer_file, tokenizer_sha256
-from debias.stream import IndexedStream, StreamWriter, Window
+from debias.stream import IndexedStream, Window
+from debias.stream.mmidx import write_index
 
 REWRITER_VERSION = 1  # bump when a change alters what a pass writes: old caches stop matching
 STREAM_NAME = "rewritten"
 DEFAULT_BLOCK_ROWS = 4096  # ~16 MB of uint16 per block: big enough to amortise, small enough to resume
 SAMPLE_PER_BLOCK, SAMPLE_TOTAL = 2, 40
+BLOCKS_FILE, REUSED_FILE = "blocks.jsonl", "reused.json"
 
 
 @dataclass
@@ -123,9 +131,10 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     get_tables(tokenizer, direction)  # build once here; forked workers inherit them
     config = pass_config(stream, tokenizer, direction, fraction, seed, resolver)
     key = sha256_json(config)
-    reused = find_reusable(out_dir, key, window)
-    if reused is not None:
-        return reused
+    folder = find_reusable(out_dir, key, window)
+    if folder is not None:
+        return _reuse(folder, out_dir, window, stream, get_tables(tokenizer, direction), resolver, seed,
+                      fraction, progress)
     _refuse_other_output(out_dir, key, window)
 
     span = (window.start_row, window.end_row)
@@ -163,14 +172,15 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
                 for n in pool.imap_unordered(_run_block, todo):
                     bar.update(n)
 
-    audit = BlockAudit()
+    audit, journal = BlockAudit(), []
     for i in range(len(blocks)):
         block_audit = json.loads((partial / f"block-{i:06d}.json").read_text())["audit"]
         audit.merge(BlockAudit.from_dict(block_audit), max_sample=SAMPLE_TOTAL)
+        journal.append(json.dumps({"rows": list(blocks[i]), "audit": block_audit}, sort_keys=True))
     stream_prefix = out_dir / STREAM_NAME
     digest = output_digest.hexdigest() if output_digest is not None else _sha256_mapped(rows_file)
     os.replace(rows_file, stream_prefix.with_suffix(".bin"))  # same file system: atomic, no copy
-    _write_index(stream_prefix, stream.dtype, span[1] - span[0], window.geometry.row_length)
+    write_index(stream_prefix, stream.dtype, span[1] - span[0], window.geometry.row_length)
     tables = get_tables(tokenizer, direction)
     manifest = {
         "config_key": key,
@@ -191,6 +201,8 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
         "forms": tables.describe(),
     }
     audit_dict = {**audit.to_dict(), "window_rows": list(span)}
+    (out_dir / REUSED_FILE).unlink(missing_ok=True)  # a record of an earlier reuse no longer holds
+    write_text_atomic(out_dir / BLOCKS_FILE, "".join(line + "\n" for line in journal))
     write_json_atomic(out_dir / "audit.json", audit_dict)
     write_json_atomic(out_dir / "manifest.json", manifest)  # last: its presence marks a finished pass
     _remove_partial(partial)
@@ -272,18 +284,6 @@ def _sha256_mapped(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_index(prefix: Path, dtype, rows: int, row_length: int) -> None:
-    """`prefix.idx` for `rows` rows of `row_length`, whose data the blocks wrote in place.
-
-    Uses StreamWriter's own index writer so the format lives in one place; debias.stream has no
-    public call for an index without its data (integrator: a `write_index` there would replace this).
-    """
-    writer = StreamWriter(prefix, dtype, row_length=row_length)
-    writer.num_rows, writer._runs = rows, ([[rows, row_length]] if rows else [])
-    with atomic_output(writer.idx_path) as tmp:
-        writer._write_index(tmp)
-
-
 def _open_partial(partial: Path, spec: dict) -> None:
     spec_path = partial / "pass.json"
     if spec_path.is_file():
@@ -313,8 +313,8 @@ def _read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def find_reusable(out_dir: Path, key: str, window: Window) -> RewriteResult | None:
-    """A finished pass with this config whose rows cover the window: `out_dir` first, then siblings."""
+def find_reusable(out_dir: Path, key: str, window: Window) -> Path | None:
+    """A finished pass's folder with this config whose rows cover the window: `out_dir` first, then siblings."""
     candidates = [out_dir] + (sorted(p for p in out_dir.parent.iterdir() if p.is_dir() and p != out_dir)
                               if out_dir.parent.is_dir() else [])
     for folder in candidates:
@@ -322,18 +322,87 @@ def find_reusable(out_dir: Path, key: str, window: Window) -> RewriteResult | No
         if not manifest or manifest.get("config_key") != key or manifest.get("reused_from"):
             continue
         start, stop = manifest["rows"]
-        prefix = folder / STREAM_NAME
-        if not (start <= window.start_row and window.end_row <= stop and prefix.with_suffix(".idx").is_file()):
-            continue
-        audit = json.loads((folder / "audit.json").read_text())
-        if folder != out_dir:  # leave a record in out_dir of where this window's rows live
-            write_json_atomic(out_dir / "reused.json", {"reused_from": str(folder), "stream": str(prefix),
-                                                         "first_row": window.start_row - start,
-                                                         "window": window.describe()})
-        manifest = {**manifest, "reused_for_window": window.describe(), "reused_from": str(folder)} \
-            if folder != out_dir else manifest
-        return RewriteResult(prefix, window.start_row - start, manifest, audit)
+        if start <= window.start_row and window.end_row <= stop and (folder / f"{STREAM_NAME}.idx").is_file():
+            return folder
     return None
+
+
+def _reuse(folder: Path, out_dir: Path, window: Window, source: IndexedStream, tables, resolver: str,
+           seed: int, fraction: float, progress: bool) -> RewriteResult:
+    """Serve `window` from the finished pass in `folder`, with an audit of the window's rows only."""
+    manifest = _read_manifest(folder)
+    start, stop = manifest["rows"]
+    span = (window.start_row, window.end_row)
+    if folder == out_dir and span == (start, stop):  # this very pass, finished before
+        return RewriteResult(folder / STREAM_NAME, 0, manifest, json.loads((folder / "audit.json").read_text()))
+    audit = window_audit(folder, span, source, tables, resolver, seed, fraction, progress=progress)
+    if folder != out_dir:  # leave a record in out_dir of where this window's rows live, and their audit
+        write_json_atomic(out_dir / "audit.json", audit)
+        write_json_atomic(out_dir / REUSED_FILE, {"reused_from": str(folder), "stream": str(folder / STREAM_NAME),
+                                                  "first_row": span[0] - start, "rows": list(span),
+                                                  "config_key": manifest["config_key"],
+                                                  "window": window.describe()})
+        manifest = {**manifest, "reused_for_window": window.describe(), "reused_from": str(folder)}
+    return RewriteResult(folder / STREAM_NAME, span[0] - start, manifest, audit)
+
+
+def window_audit(folder: Path, rows: tuple[int, int], source: IndexedStream, tables, resolver: str,
+                 seed: int, fraction: float, progress: bool = False) -> dict:
+    """The audit of global rows [rows[0], rows[1]) inside the finished pass at `folder`.
+
+    Blocks of the pass wholly inside are summed from its `blocks.jsonl`; the rest (partial blocks
+    at the edges, or everything for a pass without the journal) is rewritten again from the source
+    rows, in memory. A row's rewrite and counts depend only on the row, its global index (which
+    picks it under `fraction`) and the config, so every count equals a fresh pass's over these rows.
+    The rows rewritten again must equal the pass's stored rows, or the pass is not what it claims.
+    """
+    manifest = _read_manifest(folder)
+    first, stop_all = manifest["rows"]
+    a, b = rows
+    inside = sorted((r for r in _read_journal(folder) if a <= r["rows"][0] and r["rows"][1] <= b),
+                    key=lambda r: r["rows"][0])
+    block_rows = int(manifest.get("block_rows", DEFAULT_BLOCK_ROWS))
+    pieces = []  # (start, stop, audit from the journal or None: rewrite again), in row order
+
+    def rewrite_again(lo: int, hi: int) -> None:
+        pieces.extend((c, min(c + block_rows, hi), None) for c in range(lo, hi, block_rows))
+
+    cursor = a
+    for record in inside:
+        rewrite_again(cursor, record["rows"][0])
+        pieces.append((*record["rows"], record["audit"]))
+        cursor = record["rows"][1]
+    rewrite_again(cursor, b)
+    rows_again = sum(hi - lo for lo, hi, known in pieces if known is None)
+    output = IndexedStream(folder / STREAM_NAME)
+    audit = BlockAudit()
+    with tqdm(total=rows_again * output.row_length, unit="tok", unit_scale=True, desc="audit window edges",
+              disable=not progress or not rows_again) as bar:
+        for lo, hi, known in pieces:
+            if known is not None:
+                audit.merge(BlockAudit.from_dict(known), max_sample=SAMPLE_TOTAL)
+                continue
+            out, block = rewrite_rows(source.rows(lo, hi), tables, resolver, first_row=lo, seed=seed,
+                                      fraction=fraction, sample=SAMPLE_PER_BLOCK)
+            if not np.array_equal(out, output.rows(lo - first, hi - first)):
+                raise UserError(f"{folder}: its rows {lo}..{hi} differ from a fresh rewrite of the source; "
+                                f"the pass is stale or damaged: delete that folder and rerun")
+            audit.merge(block, max_sample=SAMPLE_TOTAL)
+            bar.update(out.size)
+    return {**audit.to_dict(), "window_rows": [a, b],
+            "derived_from": {"pass": str(folder), "pass_rows": [first, stop_all],
+                             "rows_from_block_audits": sum(r["rows"][1] - r["rows"][0] for r in inside),
+                             "rows_rewritten_again": rows_again,
+                             "sample_note": "snippets of the first rows of each block: may differ from a "
+                                            "fresh pass over these rows, whose blocks start elsewhere"}}
+
+
+def _read_journal(folder: Path) -> list[dict]:
+    """The per-block audits of a finished pass ([] for a pass written before they were kept)."""
+    path = folder / BLOCKS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _refuse_other_output(out_dir: Path, key: str, window: Window) -> None:
