@@ -113,11 +113,10 @@ def summary_lines(report: Mapping) -> list[str]:
     changed = next((audit[k] for k in ("changed_tokens", "tokens_changed", "changed") if k in audit), None)
     if changed is None:
         lines.append(f"rewrite: {'none (control run)' if run.get('direction') == 'none' else 'not run'}")
-    else:  # a reused larger pass is audited as a whole: say which rows the counts cover
-        manifest = report["rewrite"].get("manifest", {})
-        rows = manifest.get("rows")
+    else:  # the audit counts exactly the window's rows, also when a larger pass was reused
+        rows = audit.get("window_rows") or report["rewrite"].get("manifest", {}).get("rows")
         scope = f" in rows {rows[0]}..{rows[1]}" if rows else ""
-        reused = " (a larger pass, reused for this window)" if manifest.get("reused_from") else ""
+        reused = " (from a larger pass, reused)" if audit.get("derived_from") else ""
         lines.append(f"rewrite: {changed} tokens changed{scope}{reused}")
     losses = {arm: s.get("final_loss") for arm, s in report.get("training", {}).items()}
     lines.append("training: " + (", ".join(f"{arm} final loss {loss:.4f}" for arm, loss in losses.items()

@@ -7,10 +7,11 @@ from debias.stream.mmidx import (
     IndexedStream,
     StreamWriter,
     dtype_for_vocab,
+    write_index,
 )
 from debias.stream.pack import pack_texts, read_documents
 
 __all__ = [
     "DTYPE_CODES", "HUB_REPOS", "Geometry", "IndexedStream", "StreamWriter", "Window",
-    "download_stream", "dtype_for_vocab", "pack_texts", "read_documents",
+    "download_stream", "dtype_for_vocab", "pack_texts", "read_documents", "write_index",
 ]
