@@ -15,6 +15,7 @@ The script only wires library calls; every stage's logic lives in `debias/`.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -263,7 +264,15 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except UserError:
+        # Hydra made the run folder before the settings could be checked: a run refused for bad
+        # input leaves no folder behind (everything it built is in the cache, keyed by content).
+        if not (run_dir / "report.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ def test_bad_settings_give_one_line_and_exit_2(tmp_path, args, named):
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
     assert "allowed" in lines[0] or "between 0 and 1" in lines[0]
     assert not (tmp_path / "cache").exists()  # nothing heavy started
+    left = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert not left, f"a refused run left files behind: {left}"
 
 
 def test_unknown_preset_lists_the_allowed_ones(tmp_path):
