@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from debias.io import atomic_output, sha256_json, write_text_atomic
 from debias.report import plots
-from debias.report.metrics import (BIAS_SECTIONS, HEADLINE_FIELDS, Metric, PairedTest, format_p, metrics_of,
+from debias.report.metrics import (BIAS_SECTIONS, HEADLINE_FIELDS, P_NOTE, Metric, PairedTest, format_p, metrics_of,
                                    paired_tests)
 from debias.report.run_report import ARM_ORDER, html_image, html_page, html_table, markdown_table
 
@@ -225,7 +225,7 @@ def compare_runs(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
     notice = (f"These {len(used)} runs come from {len(groups)} different model/data combinations; "
               "each table below holds one combination and nothing is compared across them.")
     md = ["# debias comparison", "", f"Runs: {len(used)}. Cells: value [95% CI]. "
-          "Paired tests: McNemar / paired bootstrap on the same items (from each run's report).", ""]
+          "Paired tests: McNemar / paired bootstrap on the same items (from each run's report).", "", P_NOTE, ""]
     page = ["<h1>debias comparison</h1>", f"<p>Runs: {len(used)}. Cells: value [95% CI].</p>"]
     if mixed:
         md += [f"**Warning: {notice}**", ""]

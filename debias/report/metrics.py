@@ -64,6 +64,10 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.{max(digits - 2, 1)}f}"
 
 
+# Printed beside every table of paired tests, so that nobody reads a bootstrap p at its floor as exact.
+P_NOTE = "p (bootstrap) is two-sided with a floor of 2/(resamples+1), 0.0010 at the default 2,000 resamples: read it as 'at most'; p (McNemar) is exact."
+
+
 def format_p(p: float | None) -> str:
     if p is None:
         return ""

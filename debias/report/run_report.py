@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 from debias.io import atomic_output, write_json_atomic, write_text_atomic
 from debias.report import plots
-from debias.report.metrics import HEADLINE_FIELDS, HEADLINE_METRICS, Metric, format_p, metrics_of, paired_tests
+from debias.report.metrics import (HEADLINE_FIELDS, HEADLINE_METRICS, P_NOTE, Metric, format_p, metrics_of,
+                                   paired_tests)
 
 ARM_ORDER = ("baseline", "control", "treatment")
 
@@ -124,6 +125,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
 
 
+
 def render_markdown(report: Mapping[str, Any], figure_files: Mapping[str, str]) -> str:
     parts = ["# debias run report", ""]
     parts += [f"- {line}" for line in summary_lines(report)]
@@ -133,7 +135,7 @@ def render_markdown(report: Mapping[str, Any], figure_files: Mapping[str, str]) 
     parts += ["", "## All metrics (value [95% CI])", "", markdown_table(*metrics_table(report))]
     header, rows = comparisons_table(report)
     if rows:
-        parts += ["", "## Paired comparisons", "", markdown_table(header, rows)]
+        parts += ["", "## Paired comparisons", "", P_NOTE, "", markdown_table(header, rows)]
     for title, key in (("Rewrite audit", "rewrite"),):
         if report.get(key):
             parts += ["", f"## {title}", "", markdown_table(["key", "value"], [list(kv) for kv in _flat(report[key])])]
@@ -191,7 +193,7 @@ def render_html(report: Mapping[str, Any], pngs: Mapping[str, bytes]) -> str:
     body += ["<h2>All metrics (value [95% CI])</h2>", html_table(*metrics_table(report))]
     header, rows = comparisons_table(report)
     if rows:
-        body += ["<h2>Paired comparisons</h2>", html_table(header, rows)]
+        body += ["<h2>Paired comparisons</h2>", f"<p>{P_NOTE}</p>", html_table(header, rows)]
     if pngs:
         body += ["<h2>Figures</h2>", *[html_image(name, png) for name, png in pngs.items()]]
     if report.get("rewrite"):
