@@ -8,7 +8,8 @@ from debias.evaluate.crows_pairs import CrowsPair, CrowsPairsData, evaluate_crow
 from debias.evaluate.lambada import LambadaData, evaluate_lambada, load_lambada
 from debias.evaluate.manipulation import DEFAULT_TEMPLATES, evaluate_manipulation
 from debias.evaluate.perplexity import evaluate_stream_perplexity
-from debias.evaluate.scorer import Request, Score, Scorer, load_tokenizer
+from debias.evaluate.scorer import Request, Score, Scorer
+from debias.tokenizer import load_tokenizer
 from debias.evaluate.stats import (
     binomial_test,
     mcnemar_exact,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -29,6 +28,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from debias.errors import UserError
+
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -44,20 +44,6 @@ class Score:
     logprob: float   # summed log-probability of the continuation
     num_tokens: int  # continuation length in tokens
     greedy: bool     # every continuation token is the argmax
-
-
-def load_tokenizer(folder_or_file: str | Path) -> Tokenizer:
-    """The `tokenizer.json` of a Hugging Face model folder (or the file itself)."""
-    path = Path(folder_or_file)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{path}: tokenizer file not found (a model folder must hold tokenizer.json; "
-                        "copy the GPT-NeoX-20B tokenizer.json beside the weights)")
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as err:  # tokenizers raises a bare Exception on malformed files
-        raise UserError(f"{path}: not a valid tokenizers file ({err}); use the model's tokenizer.json") from err
 
 
 class Scorer:

@@ -19,7 +19,8 @@ from debias.evaluate.crows_pairs import evaluate_crows_pairs, load_crows_pairs
 from debias.evaluate.lambada import evaluate_lambada, load_lambada
 from debias.evaluate.manipulation import evaluate_manipulation
 from debias.evaluate.perplexity import evaluate_stream_perplexity
-from debias.evaluate.scorer import Scorer, load_tokenizer
+from debias.evaluate.scorer import Scorer
+from debias.tokenizer import load_tokenizer
 from debias.evaluate.winobias import evaluate_winobias, load_winobias
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}

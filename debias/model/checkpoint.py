@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from debias.errors import UserError
 from debias.io import atomic_output
 from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
+from debias.tokenizer import tokenizer_path
 
 CONFIG_FILE = "config.json"
 WEIGHT_LAYOUTS = (  # (file name, is an index of shards)
@@ -179,7 +180,7 @@ def save_pretrained(model: GPTNeoX, folder: str | Path, tokenizer: str | Path | 
     folder = Path(folder)
     if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
         raise UserError(f"{folder}: exists and does not hold a model; choose an empty or new folder")
-    tokenizer_file = find_tokenizer(tokenizer) if tokenizer is not None else model.tokenizer_file
+    tokenizer_file = tokenizer_path(tokenizer) if tokenizer is not None else model.tokenizer_file
     tensors = {hf_key(name): t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
     dtype = next(iter(tensors.values())).dtype
     config = model.config.to_hf_dict() | {"dtype": str(dtype).removeprefix("torch."), "torch_dtype": str(dtype).removeprefix("torch.")}
@@ -191,15 +192,6 @@ def save_pretrained(model: GPTNeoX, folder: str | Path, tokenizer: str | Path | 
         if tokenizer_file is not None:
             write_tokenizer(tokenizer_file, tmp, model.config)
     return folder
-
-
-def find_tokenizer(tokenizer: str | Path) -> Path:
-    path = Path(tokenizer)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{path}: tokenizer file not found; pass a tokenizer.json or a folder holding one")
-    return path
 
 
 def write_tokenizer(tokenizer_file: Path, folder: Path, config: GPTNeoXConfig) -> None:

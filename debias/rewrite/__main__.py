@@ -53,12 +53,13 @@ def window_parser() -> argparse.ArgumentParser:
 
 def run_text(argv: list[str]) -> None:
     from debias.rewrite.text import rewrite_ids
-    from debias.rewrite.tables import get_tables, tokenizer_file
+    from debias.rewrite.tables import get_tables
+    from debias.tokenizer import tokenizer_path
     from debias.rewrite.lexicon import check_direction
     from debias.rewrite.resolvers import check_resolver
 
     args = text_parser().parse_args(argv)
-    tables = get_tables(str(tokenizer_file(args.tokenizer)), check_direction(args.direction))
+    tables = get_tables(str(tokenizer_path(args.tokenizer)), check_direction(args.direction))
     resolver = check_resolver(args.resolver)
     for line in sys.stdin:
         body = line.rstrip("\n")

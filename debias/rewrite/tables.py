@@ -13,7 +13,6 @@ has no equal-length spelling (the form is then skipped and counted, never split 
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from debias.errors import UserError
+from debias.io import sha256_file
 from debias.rewrite import lexicon
+from debias.tokenizer import load_tokenizer, tokenizer_path
 
 FIRST_WORD = re.compile(r"\s*(\w+)")  # the word a piece of text starts with (core._cue_words too)
 
@@ -52,26 +52,8 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_" or ch == "\ufffd"
 
 
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(path: str) -> Tokenizer:
-    path_ = Path(path)
-    if path_.is_dir():
-        path_ = path_ / "tokenizer.json"
-    if not path_.is_file():
-        raise UserError(f"{path}: tokenizer file not found (pass a Hugging Face tokenizer.json or its folder)")
-    try:
-        return Tokenizer.from_file(str(path_))
-    except Exception as err:  # tokenizers raises plain Exceptions for unreadable files
-        raise UserError(f"{path}: not a Hugging Face tokenizer.json ({err})") from None
-
-
-def tokenizer_file(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "tokenizer.json" if path.is_dir() else path
-
-
 def tokenizer_sha256(path: str | Path) -> str:
-    return hashlib.sha256(tokenizer_file(path).read_bytes()).hexdigest()
+    return sha256_file(tokenizer_path(path))
 
 
 def decoded_vocabulary(tokenizer: Tokenizer) -> list[str]:

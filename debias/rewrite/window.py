@@ -43,7 +43,8 @@ from debias.io import sha256_json, write_json_atomic, write_text_atomic
 from debias.rewrite import lexicon
 from debias.rewrite.core import REASONS, BlockAudit, rewrite_rows
 from debias.rewrite.resolvers import check_resolver
-from debias.rewrite.tables import get_tables, load_tokenizer, tokenizer_file, tokenizer_sha256
+from debias.rewrite.tables import get_tables, tokenizer_sha256
+from debias.tokenizer import load_tokenizer, tokenizer_path
 from debias.stream import IndexedStream, Window
 from debias.stream.mmidx import write_index
 
@@ -120,7 +121,7 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     resolver = check_resolver(resolver)
     if block_rows <= 0:
         raise UserError(f"block_rows={block_rows}: must be a positive number of rows")
-    tokenizer = str(tokenizer_file(tokenizer))
+    tokenizer = str(tokenizer_path(tokenizer))
     vocab_size = load_tokenizer(tokenizer).get_vocab_size(with_added_tokens=True)
     stream = source if isinstance(source, IndexedStream) else IndexedStream(source)
     out_dir = Path(out_dir)

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise UserError(f"--row {args.row}: the stream holds rows 0..{len(stream) - 1:,}")
         tokenizer = None
         if args.tokenizer:
-            from debias.stream.pack import load_tokenizer
+            from debias.tokenizer import load_tokenizer
             tokenizer = load_tokenizer(args.tokenizer)
         show_rows(stream, rows, args.ids, tokenizer, args.step)
     elif args.command == "pack":

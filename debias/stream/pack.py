@@ -24,22 +24,10 @@ from tqdm import tqdm
 from debias.errors import UserError
 from debias.io import sha256_file
 from debias.stream.mmidx import StreamWriter, dtype_for_vocab
+from debias.tokenizer import load_tokenizer
 
 EOS_TOKEN = "<|endoftext|>"
 DOCUMENT_SPLITS = ("paragraph", "line")
-
-
-def load_tokenizer(path: str | os.PathLike):
-    from tokenizers import Tokenizer
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: tokenizer file not found; pass a tokenizer.json "
-                        f"(Pythia: ../shared/data/tokenizers/gpt-neox-20b/tokenizer.json)")
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as err:  # the Rust side raises a plain Exception with a parse message
-        raise UserError(f"{path}: not a Hugging Face tokenizers file ({err}); pass a tokenizer.json")
 
 
 def read_documents(paths: Iterable[str | os.PathLike], split: str = "paragraph") -> Iterator[str]:
