@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import multiprocessing
 import os
 import zlib
@@ -39,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from debias.errors import UserError
-from debias.io import sha256_json, write_json_atomic, write_text_atomic
+from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from debias.rewrite import lexicon
 from debias.rewrite.core import REASONS, BlockAudit, rewrite_rows
 from debias.rewrite.resolvers import check_resolver
@@ -179,7 +178,7 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
         audit.merge(BlockAudit.from_dict(block_audit), max_sample=SAMPLE_TOTAL)
         journal.append(json.dumps({"rows": list(blocks[i]), "audit": block_audit}, sort_keys=True))
     stream_prefix = out_dir / STREAM_NAME
-    digest = output_digest.hexdigest() if output_digest is not None else _sha256_mapped(rows_file)
+    digest = output_digest.hexdigest() if output_digest is not None else sha256_file(rows_file)
     os.replace(rows_file, stream_prefix.with_suffix(".bin"))  # same file system: atomic, no copy
     write_index(stream_prefix, stream.dtype, span[1] - span[0], window.geometry.row_length)
     tables = get_tables(tokenizer, direction)
@@ -274,15 +273,6 @@ def _block_done(partial: Path, i: int, offset: int, size: int) -> bool:
     with open(partial / f"{STREAM_NAME}.bin", "rb") as f:
         f.seek(offset)
         return zlib.crc32(f.read(size)) == expected
-
-
-def _sha256_mapped(path: Path) -> str:
-    """sha256 of a file hashed straight from its pages (a buffered read would copy every byte first)."""
-    digest = hashlib.sha256()
-    if path.stat().st_size:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as pages:
-            digest.update(pages)
-    return digest.hexdigest()
 
 
 def _open_partial(partial: Path, spec: dict) -> None:
