@@ -147,9 +147,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     opened = IndexedStream(stream)
     window.check_fits(opened)
     model_config = json.loads((checkpoint / "config.json").read_text())
-    from tokenizers import Tokenizer
+    from debias.tokenizer import load_tokenizer
 
-    vocab = Tokenizer.from_file(tokenizer).get_vocab_size()
+    vocab = load_tokenizer(tokenizer).get_vocab_size()
     if model_config.get("vocab_size", vocab) < vocab:
         raise UserError(f"{checkpoint}: vocab_size {model_config['vocab_size']} is smaller than the tokenizer's "
                         f"{vocab} ids ({tokenizer}); pick the matching model preset")

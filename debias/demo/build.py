@@ -277,12 +277,11 @@ def _pack_stream(sample: list[Document], generator: CorpusGenerator, tokenizer: 
     Returns the corpus statistics: documents, tokens and the planted (occupation, gender) counts.
     """
     import numpy as np
-    from tokenizers import Tokenizer
-
     from debias.stream import IndexedStream, StreamWriter
     from debias.stream.pack import pack_texts
+    from debias.tokenizer import load_tokenizer
 
-    encoder = Tokenizer.from_file(str(tokenizer))
+    encoder = load_tokenizer(tokenizer)
     seq_len, train_rows = geometry.row_length - 1, geometry.total_steps * geometry.batch_size
     counts = {occupation: {"female": 0, "male": 0} for occupation in FEMALE_PERCENT}
 

@@ -269,12 +269,9 @@ def build_model(job: TrainJob):
 def check_tokenizer(job: TrainJob, model) -> None:
     if not job.tokenizer:
         return
-    from tokenizers import Tokenizer
+    from debias.tokenizer import load_tokenizer
 
-    try:
-        size = Tokenizer.from_file(str(job.tokenizer)).get_vocab_size()
-    except Exception as err:
-        raise UserError(f"{job.tokenizer}: not a tokenizer.json ({err})") from None
+    size = load_tokenizer(job.tokenizer).get_vocab_size()
     if size > model.config.vocab_size:
         raise UserError(f"{job.tokenizer}: has {size} ids but the model's vocabulary has {model.config.vocab_size}; "
                         "use the tokenizer that belongs to this model")
