@@ -195,8 +195,8 @@ def test_deepspeed_zero1_shards_import_to_the_same_adam_state(deepspeed_checkpoi
     assert zero.step == STEPS and zero.ranks == RANKS
     for name, param in reference.named_parameters():
         state = reference_optimizer.state[param]
-        torch.testing.assert_close(zero.exp_avg[name], state["exp_avg"], atol=1e-8, rtol=1e-4, msg=name)
-        torch.testing.assert_close(zero.exp_avg_sq[name], state["exp_avg_sq"], atol=1e-10, rtol=1e-4, msg=name)
+        assert_same_moment(zero.exp_avg[name], state["exp_avg"], name)
+        assert_same_moment(zero.exp_avg_sq[name], state["exp_avg_sq"], name)
         assert_same_weights(zero.master[name], param, name)
 
     # the layer files hold the same weights
@@ -219,13 +219,27 @@ def test_deepspeed_zero1_shards_import_to_the_same_adam_state(deepspeed_checkpoi
         assert_same_weights(b, a, name)
 
 
+def assert_same_moment(actual, expected, name):
+    """Adam moments equal within fp32 round-off *of the tensor's scale*: DeepSpeed averages the
+    ranks' gradients in another order than one full-batch backward, which moves every element by
+    ~1e-5 of the largest one (measured: at most 1.3e-5); an element-wise tolerance fails on the
+    small elements of a tensor. A wrong shard slice or name mapping is off by O(1) of the scale."""
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(actual, expected, atol=1e-4 * scale, rtol=1e-4, msg=name)
+
+
 def assert_same_weights(actual, expected, name):
-    """Equal within float round-off, except the key part of the QKV bias: it gets exactly zero
-    gradient (softmax ignores a shift shared by all keys), so Adam blows round-off noise up into
-    full-size steps. Queries and values of that bias are still compared."""
+    """Equal within float round-off, except the key part of QKV: its bias gets exactly zero
+    gradient (softmax ignores a shift shared by all keys) and, at initialisation, its weight a
+    gradient near round-off size (near-uniform attention), so Adam blows round-off noise up into
+    steps of up to lr. The key bias is skipped; the key weight must agree within 1% of one step
+    (measured: 0.6%); queries and values are compared at round-off tolerance."""
     actual, expected = actual.detach(), expected.detach()
-    if name.endswith("query_key_value.bias"):  # laid out per head as [q, k, v]
-        actual, expected = (t.view(CONFIG.num_heads, 3, -1)[:, [0, 2]] for t in (actual, expected))
+    if "query_key_value" in name:  # laid out per head as [q, k, v]
+        split = [t.view(CONFIG.num_heads, 3, -1) for t in (actual, expected)]
+        if name.endswith("weight"):
+            torch.testing.assert_close(split[0][:, 1], split[1][:, 1], atol=1e-2 * LR, rtol=0, msg=name)
+        actual, expected = (t[:, [0, 2]] for t in split)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4, msg=name)
 
 
