@@ -267,6 +267,11 @@ class GPTNeoX(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [B, T] -> logits [B, T, vocab_size]."""
+        return self.embed_out(self.hidden_states(ids))
+
+    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] -> the final LayerNorm's output [B, T, hidden_size], the input of `embed_out`.
+        Callers that apply the output layer themselves (in fp32, or in chunks) start here."""
         x = self.embed_in(ids)
         cos, sin = rotary_tables(self.config, ids.shape[1], ids.device)
         for layer in self.layers:
@@ -274,7 +279,7 @@ class GPTNeoX(nn.Module):
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
                 x = layer(x, cos, sin)
-        return self.embed_out(self.final_layer_norm(x))
+        return self.final_layer_norm(x)
 
     # Hugging Face folders (debias/model/checkpoint.py holds the file handling)
     @classmethod
