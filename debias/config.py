@@ -31,14 +31,13 @@ from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import MISSING, OmegaConf
 
+from debias.cache import DEFAULT_DIR as DEFAULT_CACHE_DIR, ENV_VAR as CACHE_DIR_ENV
 from debias.errors import EXIT_BAD_INPUT, UserError
 from debias.model.gpt_neox import GPTNeoXConfig
 from debias.rewrite.lexicon import DIRECTIONS as REWRITE_DIRECTIONS
 from debias.rewrite.resolvers import RESOLVERS
 from debias.stream.geometry import Geometry
 from debias.train.config import TrainerConfig
-
-CACHE_DIR_ENV, DEFAULT_CACHE_DIR = "DEBIAS_CACHE_DIR", ".cache/debias"
 
 
 def _positive_int(setting: str, value: Any) -> None:
