@@ -408,21 +408,27 @@ def claim_unique_dir(path: str) -> str:
     raise AssertionError("unreachable")
 
 
-def to_run_config(cfg: Any) -> RunConfig:
-    """The composed Hydra config as checked, typed objects (each dataclass validates itself)."""
+def to_config(node: Any, expected: type) -> Any:
+    """A composed Hydra config node as its checked, typed dataclass (each validates itself)."""
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     try:
-        config = OmegaConf.to_object(cfg)
+        config = OmegaConf.to_object(node)
     except MissingMandatoryValue as err:
         key = getattr(err, "full_key", "") or "a setting"
         raise UserError(f"{key}: required and not set; pass {key}=VALUE or pick a preset that sets it") from None
     except OmegaConfBaseException as err:
         raise UserError(_one_line(err)) from None
-    if not isinstance(config, RunConfig):
-        raise UserError(f"the config is not a debias RunConfig ({type(config).__name__}); compose conf/config.yaml")
+    if not isinstance(config, expected):
+        raise UserError(f"expected {expected.__name__} settings, got {type(config).__name__}; compose conf/config.yaml")
     return config
+
+
+def to_run_config(cfg: Any) -> RunConfig:
+    """The composed conf/config.yaml (without Hydra's own `hydra` node) as a checked RunConfig."""
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return to_config(cfg, RunConfig)
 
 
 @contextlib.contextmanager
