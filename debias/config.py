@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, OmegaConf
 
 from debias.cache import DEFAULT_DIR as DEFAULT_CACHE_DIR, ENV_VAR as CACHE_DIR_ENV
@@ -188,10 +189,10 @@ class DemoConfig:
 
     def pretrain_trainer(self, **fixed: Any) -> TrainerConfig:
         """The TrainerConfig that pretrains the suite: `pretrain` overrides, then `fixed` ones."""
-        unknown = set(self.pretrain) - {f.name for f in dataclasses.fields(TrainerConfig)}
-        if unknown:
-            raise UserError(f"data.demo.pretrain: unknown trainer setting(s) {sorted(unknown)}; "
-                            f"use the keys of conf/trainer (debias.train.TrainerConfig)")
+        for key in self.pretrain:
+            if key not in {f.name for f in dataclasses.fields(TrainerConfig)}:
+                raise UserError(_unknown_key_line(f"data.demo.pretrain.{key}", TrainerConfig).replace(
+                    "did you mean data.demo.pretrain.", "did you mean trainer setting "))
         return TrainerConfig(**{**self.pretrain, **fixed})
 
     def _check_fits(self) -> None:
@@ -412,6 +413,7 @@ def to_config(node: Any, expected: type) -> Any:
     """A composed Hydra config node as its checked, typed dataclass (each validates itself)."""
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    _refuse_unknown_keys(node)
     try:
         config = OmegaConf.to_object(node)
     except MissingMandatoryValue as err:
@@ -422,6 +424,21 @@ def to_config(node: Any, expected: type) -> Any:
     if not isinstance(config, expected):
         raise UserError(f"expected {expected.__name__} settings, got {type(config).__name__}; compose conf/config.yaml")
     return config
+
+
+def _refuse_unknown_keys(node: Any, path: str = "") -> None:
+    """Keys a dataclass does not declare (Hydra lets `+key=value` add them) are refused, not ignored."""
+    from omegaconf import DictConfig
+
+    kind = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(kind):
+        for key in node.keys():
+            if key not in {f.name for f in dataclasses.fields(kind)}:
+                raise UserError(_unknown_key_line(f"{path}{key}", kind))
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none() and not child._is_interpolation():
+            _refuse_unknown_keys(child, f"{path}{key}.")
 
 
 def to_run_config(cfg: Any) -> RunConfig:
@@ -465,16 +482,21 @@ def run_hydra_app(main: Callable[[], Any], argv: Optional[list[str]] = None) -> 
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _remove_empty_sweep_dir() -> None:
-    """A multirun refused while composing its jobs leaves a sweep folder holding only multirun.yaml."""
-    from hydra.core.hydra_config import HydraConfig
+_SWEEP_DIRS: list[Path] = []  # sweep folders this process started (SweepDirectoryRecorder)
 
-    try:
-        sweep_dir = Path(HydraConfig.get().sweep.dir)
-    except Exception:  # no Hydra config was made: nothing was written
-        return
-    if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
-        shutil.rmtree(sweep_dir, ignore_errors=True)
+
+class SweepDirectoryRecorder(Callback):
+    """Hydra callback (conf/config.yaml): remembers the sweep folder, which Hydra creates with
+    multirun.yaml before it composes the jobs, so a sweep refused while composing leaves nothing."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _SWEEP_DIRS.append(Path(str(config.hydra.sweep.dir)))
+
+
+def _remove_empty_sweep_dir() -> None:
+    for sweep_dir in _SWEEP_DIRS:
+        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
 
 
 def config_error_line(err: BaseException, argv: list[str]) -> str:
@@ -505,7 +527,8 @@ def config_error_line(err: BaseException, argv: list[str]) -> str:
     full_key = getattr(detail, "full_key", None) or _field(text, "full_key")
     unknown = re.search(r"Key '([^']+)' (?:not in|is not in struct)", str(detail))
     if unknown and full_key:
-        return source + _unknown_key_line(full_key, getattr(detail, "object_type", None))
+        return source + _unknown_key_line(full_key, getattr(detail, "object_type", None),
+                                          getattr(detail, "parent_node", None))
     if override:
         return f"{override.group(1)}: {_first_line(detail)}"
     if full_key:
@@ -513,17 +536,19 @@ def config_error_line(err: BaseException, argv: list[str]) -> str:
     return source + _one_line(err)
 
 
-def _unknown_key_line(full_key: str, object_type: Any) -> str:
+def _unknown_key_line(full_key: str, object_type: Any, parent_node: Any = None) -> str:
     parent, _, key = full_key.rpartition(".")
-    valid = [f.name for f in dataclasses.fields(object_type)] if dataclasses.is_dataclass(object_type) else []
-    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     where = f"{parent}." if parent else ""
+    if not dataclasses.is_dataclass(object_type):  # a free-form mapping such as data.demo.pretrain
+        held = ", ".join(map(str, parent_node.keys())) if hasattr(parent_node, "keys") else "other keys"
+        return (f"{full_key}: not a key of {parent or 'the root'} (it holds {held}); "
+                f"a new key is added with +{full_key}=VALUE")
+    valid = [f.name for f in dataclasses.fields(object_type)]
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     if near:
         hint = "did you mean " + " or ".join(f"{where}{name}" for name in near) + "?"
-    elif valid:
-        hint = f"valid keys of {parent or 'the root'}: {', '.join(valid)}"
     else:
-        hint = "check the spelling against conf/"
+        hint = f"valid keys of {parent or 'the root'}: {', '.join(valid)}"
     return f"{full_key}: unknown setting; {hint}"
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python pipeline
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from debias.config import EvalConfig, refused_runs_leave_nothing, run_hydra_app, to_config, to_run_config  # noqa: E402
 from debias.errors import UserError, exit_on_user_error  # noqa: E402
@@ -33,7 +33,7 @@ def resolve_inputs(cfg: DictConfig) -> tuple[Path, EvalConfig]:
     if cfg.data.get("demo") is not None:
         from debias.demo import build_demo_suite
 
-        config = to_run_config(cfg)
+        config = to_run_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "model_folder"]))
         suite = build_demo_suite(config.demo, config.cache_dir)
         return Path(str(folder or suite.checkpoint(suite.checkpoint_steps[-1]))), suite.eval_config(config.eval)
     if not folder:
