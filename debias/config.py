@@ -409,11 +409,11 @@ def claim_unique_dir(path: str) -> str:
     raise AssertionError("unreachable")
 
 
-def to_config(node: Any, expected: type) -> Any:
-    """A composed Hydra config node as its checked, typed dataclass (each validates itself)."""
+def to_config(node: Any, expected: type, path: str = "") -> Any:
+    """A composed Hydra config node (at `path`, e.g. "eval.") as its checked, typed dataclass."""
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    _refuse_unknown_keys(node)
+    _refuse_unknown_keys(node, path)
     try:
         config = OmegaConf.to_object(node)
     except MissingMandatoryValue as err:
@@ -431,14 +431,14 @@ def _refuse_unknown_keys(node: Any, path: str = "") -> None:
     from omegaconf import DictConfig
 
     kind = OmegaConf.get_type(node)
-    if dataclasses.is_dataclass(kind):
-        for key in node.keys():
-            if key not in {f.name for f in dataclasses.fields(kind)}:
-                raise UserError(_unknown_key_line(f"{path}{key}", kind))
+    declared = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
     for key in node.keys():
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none() and not child._is_interpolation():
-            _refuse_unknown_keys(child, f"{path}{key}.")
+        if declared is not None and key not in declared:
+            raise UserError(_unknown_key_line(f"{path}{key}", kind))
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue  # an interpolation points at a node checked in its own place
+        if isinstance(node[key], DictConfig):
+            _refuse_unknown_keys(node[key], f"{path}{key}.")
 
 
 def to_run_config(cfg: Any) -> RunConfig:

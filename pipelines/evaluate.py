@@ -39,7 +39,7 @@ def resolve_inputs(cfg: DictConfig) -> tuple[Path, EvalConfig]:
     if not folder:
         raise UserError("model_folder: not set; pass +model_folder=PATH (a Hugging Face GPT-NeoX folder "
                         "with tokenizer.json) or 'model.checkpoint=\"PATH\"'")
-    return Path(str(folder)), to_config(cfg.eval, EvalConfig)
+    return Path(str(folder)), to_config(cfg.eval, EvalConfig, "eval.")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

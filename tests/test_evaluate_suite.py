@@ -160,6 +160,9 @@ def test_hydra_pipeline_writes_report(folders, probes, tmp_path):
 def test_demo_eval_preset_leaves_paths_to_the_demo_suite():
     from hydra import compose, initialize_config_dir
 
+    from debias.config import register_configs
+
+    register_configs()  # the schema conf/ is composed against
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         demo = compose(config_name="config", overrides=["eval=demo"]).eval
         real = compose(config_name="config", overrides=["eval=pythia"]).eval
