@@ -70,24 +70,40 @@ def sampled_sha256(path: str | os.PathLike, size: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def _file_record(path: Path) -> dict:
-    size = path.stat().st_size
-    record = {"size": size, "sha256": sha256_file(path)}
-    if size > FULL_HASH_LIMIT:
-        record["sampled_sha256"] = sampled_sha256(path, size)
-    return record
+def file_records(folder: Path, skip: Iterable[str] = (), whole: bool = True) -> dict:
+    """{relative path: size, sha256 (files up to FULL_HASH_LIMIT, or every file when `whole`) and a
+    sampled sha256 (larger files)} of every regular file under `folder`, but `skip`."""
+    records = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if not path.is_file() or path.is_symlink() or name in skip:
+            continue
+        size = path.stat().st_size
+        records[name] = {"size": size}
+        if whole or size <= FULL_HASH_LIMIT:
+            records[name]["sha256"] = sha256_file(path)
+        if size > FULL_HASH_LIMIT:
+            records[name]["sampled_sha256"] = sampled_sha256(path, size)
+    return records
 
 
-def _check_file(path: Path, record: Mapping, full: bool) -> str | None:
-    """What is wrong with `path` against its manifest record, or None."""
-    if not path.is_file():
-        return "missing"
-    size = path.stat().st_size
-    if size != record["size"]:
-        return f"{size} bytes, the manifest says {record['size']}"
-    if full or "sampled_sha256" not in record:
-        return None if sha256_file(path) == record["sha256"] else "sha256 differs from the manifest"
-    return None if sampled_sha256(path, size) == record["sampled_sha256"] else "sampled sha256 differs from the manifest"
+def check_files(folder: Path, records: Mapping, full: bool = False) -> list[str]:
+    """What differs between the files under `folder` and their `records` ([] when all match)."""
+    problems = []
+    for name, record in sorted(records.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != record["size"]:
+            problems.append(f"{name}: {size} bytes, the manifest says {record['size']}")
+        elif "sha256" in record and (full or "sampled_sha256" not in record):
+            if sha256_file(path) != record["sha256"]:
+                problems.append(f"{name}: sha256 differs from the manifest")
+        elif sampled_sha256(path, size) != record["sampled_sha256"]:
+            problems.append(f"{name}: sampled sha256 differs from the manifest")
+    return problems
 
 
 def _remove_tree(path: Path) -> None:
@@ -144,11 +160,7 @@ class Entry:
         key = self.key()
         if key is None or sha256_json(key)[:DIGEST_LENGTH] != self.digest:
             return [f"{KEY_FILE}: missing or not the key this entry is named after"]
-        problems = []
-        for name, record in sorted(manifest["files"].items()):
-            problem = _check_file(self.folder / name, record, full)
-            if problem:
-                problems.append(f"{name}: {problem}")
+        problems = check_files(self.folder, manifest["files"], full)
         for used in manifest.get("uses", []):
             other = Entry(self.root, used["kind"], used["digest"])
             if other.files_sha256() != used["files_sha256"]:
@@ -159,11 +171,7 @@ class Entry:
 
     def finish(self, uses: Iterable["Entry"] = (), label: str = "") -> None:
         """Record the manifest of everything in the folder; from now on the entry is served."""
-        files = {}
-        for path in sorted(self.folder.rglob("*")):
-            name = path.relative_to(self.folder).as_posix()
-            if path.is_file() and not path.is_symlink() and name != MANIFEST:
-                files[name] = _file_record(path)
+        files = file_records(self.folder, skip={MANIFEST})
         uses = [{"kind": e.kind, "digest": e.digest, "files_sha256": e.files_sha256()} for e in uses]
         write_json_atomic(self.folder / MANIFEST, {"kind": self.kind, "label": label, "files": files, "uses": uses,
                                                    "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

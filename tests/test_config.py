@@ -70,6 +70,11 @@ def test_every_model_and_data_preset_composes_into_checked_objects(model, data):
     assert isinstance(config.data, DemoDataConfig if data == "demo" else StreamDataConfig)
     # the typed objects hold exactly what Hydra composed: the report's config echo is unchanged
     assert as_dict(config) == OmegaConf.to_container(cfg, resolve=True)
+    if data == "demo":  # the model library's own reader of a preset (parameter accounting) agrees
+        from debias.model.flops import config_from_preset
+
+        neox, architecture = dataclasses.asdict(config_from_preset(CONF / "model" / f"{model}.yaml")), as_dict(config.model.architecture)
+        assert {key: neox[key] for key in architecture} == architecture
     if model.endswith("-deduped"):  # the twin inherits its base's architecture and recipe
         base = to_run_config(composed(f"model={model.removesuffix('-deduped')}", *overrides[1:]))
         assert config.model.architecture == base.model.architecture and config.model.peak_lr == base.model.peak_lr

@@ -160,6 +160,20 @@ def test_stop_and_resume_is_bitwise_equal_to_one_go(stream, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step4", "step6"]  # keep_last 2
 
 
+def test_a_damaged_checkpoint_is_not_resumed_from(stream, tmp_path, caplog):
+    from debias.train.checkpoint import latest_checkpoint
+
+    run_training(tiny_job(stream, end_step=3), replace(FAST, checkpoint_every=1), tmp_path / "run")
+    newest = tmp_path / "run" / "checkpoints" / "step3"
+    assert latest_checkpoint(tmp_path / "run") == (3, newest)
+    state = next(p for p in newest.iterdir() if p.suffix == ".pt" and p.stat().st_size > 1000)
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    assert latest_checkpoint(tmp_path / "run") == (2, tmp_path / "run" / "checkpoints" / "step2")
+    assert "step3 is damaged" in caplog.text and state.name in caplog.text
+
+
 def test_hf_folders_on_a_grid_and_final_model(stream, tmp_path):
     summary = run_training(tiny_job(stream, save_hf_at_steps=[0, 1, 2, 4]), FAST, tmp_path / "run")
     grid = tmp_path / "run" / "checkpoints_hf"
