@@ -38,7 +38,7 @@ from debias.model.gpt_neox import GPTNeoXConfig
 from debias.rewrite.lexicon import DIRECTIONS as REWRITE_DIRECTIONS
 from debias.rewrite.resolvers import RESOLVERS
 from debias.stream.geometry import Geometry
-from debias.train.config import TrainerConfig
+from debias.train.config import OptimizerConfig, TrainerConfig
 
 
 def _positive_int(setting: str, value: Any) -> None:
@@ -527,8 +527,8 @@ def config_error_line(err: BaseException, argv: list[str]) -> str:
     full_key = getattr(detail, "full_key", None) or _field(text, "full_key")
     unknown = re.search(r"Key '([^']+)' (?:not in|is not in struct)", str(detail))
     if unknown and full_key:
-        return source + _unknown_key_line(full_key, getattr(detail, "object_type", None),
-                                          getattr(detail, "parent_node", None))
+        object_type = getattr(detail, "object_type", None) or _schema_class(_field(text, "object_type") or "")
+        return source + _unknown_key_line(full_key, object_type, getattr(detail, "parent_node", None))
     if override:
         return f"{override.group(1)}: {_first_line(detail)}"
     if full_key:
@@ -552,6 +552,12 @@ def _unknown_key_line(full_key: str, object_type: Any, parent_node: Any = None) 
     return f"{full_key}: unknown setting; {hint}"
 
 
+def _schema_class(name: str) -> Optional[type]:
+    """The schema dataclass called `name` (Hydra names it only in the text of a preset's error)."""
+    classes = [value for value in globals().values() if isinstance(value, type) and dataclasses.is_dataclass(value)]
+    return next((cls for cls in [*classes, OptimizerConfig] if cls.__name__ == name), None)
+
+
 def _unparsable_override(argv: list[str]) -> Optional[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -567,7 +573,7 @@ def _unparsable_override(argv: list[str]) -> Optional[str]:
 
 
 def _field(text: str, name: str) -> Optional[str]:
-    match = re.search(rf"^\s*{name}: (\S+)", text, flags=re.M)
+    match = re.search(rf"^\s*{name}(?:: |=)(\S+)", text, flags=re.M)
     return match.group(1) if match else None
 
 

@@ -187,6 +187,19 @@ def test_unknown_keys_and_presets_are_refused_with_one_line_naming_the_nearest(o
     assert "\n" not in line and expected in line, line
 
 
+def test_an_unknown_key_in_a_preset_file_is_refused_naming_the_file(tmp_path):
+    import shutil
+
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    with open(conf / "eval" / "demo.yaml", "a") as handle:
+        handle.write("batchsize: 3\n")
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(HydraException) as err:
+            compose(config_name="config")
+    assert config_error_line(err.value, []) == "conf/eval/demo.yaml: eval.batchsize: unknown setting; did you mean eval.batch_size?"
+
+
 @pytest.mark.parametrize("overrides, expected", [
     (["seed=abc"], "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
     (["eval.bootstrap_samples=0"], "eval.bootstrap_samples=0: must be a positive integer"),
