@@ -9,31 +9,24 @@
     (root)        RunConfig            conf/config.yaml        seed, cache_dir, threads
 
 Every default and every check of a setting lives here, once: the YAML presets only override, and
-constructing a dataclass validates it (`__post_init__`), so `OmegaConf.to_object(cfg)` hands the
-library checked, typed objects. Unknown keys and wrongly typed values are refused by Hydra while it
-composes; `config_error_line` turns its page of text into one line naming the setting and the
-nearest valid ones, and `run_hydra_app` is the entry point that prints it (exit 2).
+constructing a dataclass validates it (`__post_init__`), so `to_run_config(cfg)` hands the library
+checked, typed objects. Unknown keys and wrongly typed values are refused by Hydra while it
+composes (debias.app turns its page of text into one line), and by `to_run_config` when they were
+added with `+key=value`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
-import itertools
-import os
 import re
-import shutil
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
-from hydra.experimental.callback import Callback
 from omegaconf import MISSING, OmegaConf
 
 from debias.cache import DEFAULT_DIR as DEFAULT_CACHE_DIR, ENV_VAR as CACHE_DIR_ENV
-from debias.errors import EXIT_BAD_INPUT, UserError
+from debias.errors import UserError
 from debias.model.gpt_neox import GPTNeoXConfig
 from debias.rewrite.lexicon import DIRECTIONS as REWRITE_DIRECTIONS
 from debias.rewrite.resolvers import RESOLVERS
@@ -191,7 +184,7 @@ class DemoConfig:
         """The TrainerConfig that pretrains the suite: `pretrain` overrides, then `fixed` ones."""
         for key in self.pretrain:
             if key not in {f.name for f in dataclasses.fields(TrainerConfig)}:
-                raise UserError(_unknown_key_line(f"data.demo.pretrain.{key}", TrainerConfig).replace(
+                raise UserError(unknown_key_line(f"data.demo.pretrain.{key}", TrainerConfig).replace(
                     "did you mean data.demo.pretrain.", "did you mean trainer setting "))
         return TrainerConfig(**{**self.pretrain, **fixed})
 
@@ -380,33 +373,17 @@ def as_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-# ---- Hydra --------------------------------------------------------------------------------------
+# ---- reading Hydra's composed config --------------------------------------------------------------------------------------
 
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (conf/config.yaml and conf/data/*.yaml name it),
-    and the `unique_dir` resolver of the run folder. Call before Hydra composes."""
+    """Register the schema with Hydra's ConfigStore (conf/config.yaml and conf/data/*.yaml name
+    it). Call before Hydra composes conf/."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="debias_schema", node=RunConfig)
     store.store(group="schema/data", name="stream", node=StreamDataConfig)
     store.store(group="schema/data", name="demo", node=DemoDataConfig)
-    OmegaConf.register_new_resolver("unique_dir", claim_unique_dir, use_cache=True, replace=True)
-
-
-def claim_unique_dir(path: str) -> str:
-    """`path`, or `path_2`, `path_3`, ... when it exists: two runs started in the same second get a
-    folder each. The folder is created here (mkdir is atomic), so the name is claimed at once."""
-    base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
-        try:
-            candidate.mkdir()
-            return str(candidate)
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
 
 
 def to_config(node: Any, expected: type, path: str = "") -> Any:
@@ -420,7 +397,7 @@ def to_config(node: Any, expected: type, path: str = "") -> Any:
         key = getattr(err, "full_key", "") or "a setting"
         raise UserError(f"{key}: required and not set; pass {key}=VALUE or pick a preset that sets it") from None
     except OmegaConfBaseException as err:
-        raise UserError(_one_line(err)) from None
+        raise UserError(one_line(err)) from None
     if not isinstance(config, expected):
         raise UserError(f"expected {expected.__name__} settings, got {type(config).__name__}; compose conf/config.yaml")
     return config
@@ -434,7 +411,7 @@ def _refuse_unknown_keys(node: Any, path: str = "") -> None:
     declared = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
     for key in node.keys():
         if declared is not None and key not in declared:
-            raise UserError(_unknown_key_line(f"{path}{key}", kind))
+            raise UserError(unknown_key_line(f"{path}{key}", kind))
         if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
             continue  # an interpolation points at a node checked in its own place
         if isinstance(node[key], DictConfig):
@@ -448,95 +425,8 @@ def to_run_config(cfg: Any) -> RunConfig:
     return to_config(cfg, RunConfig)
 
 
-@contextlib.contextmanager
-def refused_runs_leave_nothing(run_dir: Path) -> Iterator[None]:
-    """Hydra makes the run folder before the settings are checked: a run refused for bad input
-    removes it again (everything it built is in the cache, keyed by content)."""
-    try:
-        yield
-    except UserError:
-        if not (run_dir / "report.json").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-def run_hydra_app(main: Callable[[], Any], argv: Optional[list[str]] = None) -> Any:
-    """Call a `@hydra.main` function so that bad settings end in one line on stderr and exit 2.
-
-    Hydra prints composition errors as a page of text and exits 1; with HYDRA_FULL_ERROR it raises
-    them instead, and here they become one line (`config_error_line`).
-    """
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    register_configs()
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        return main()
-    except UserError as err:
-        message = str(err)
-    except (HydraException, OmegaConfBaseException) as err:
-        message = config_error_line(err, sys.argv[1:] if argv is None else argv)
-        _remove_empty_sweep_dir()
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
-
-
-_SWEEP_DIRS: list[Path] = []  # sweep folders this process started (SweepDirectoryRecorder)
-
-
-class SweepDirectoryRecorder(Callback):
-    """Hydra callback (conf/config.yaml): remembers the sweep folder, which Hydra creates with
-    multirun.yaml before it composes the jobs, so a sweep refused while composing leaves nothing."""
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        _SWEEP_DIRS.append(Path(str(config.hydra.sweep.dir)))
-
-
-def _remove_empty_sweep_dir() -> None:
-    for sweep_dir in _SWEEP_DIRS:
-        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
-            shutil.rmtree(sweep_dir, ignore_errors=True)
-
-
-def config_error_line(err: BaseException, argv: list[str]) -> str:
-    """One line for a Hydra/OmegaConf composition error: the setting, what is wrong, the fix."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-
-    text = str(err)
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
-        group, _, choice = str(err.missing_cfg_file).rpartition("/")
-        allowed = ", ".join(o for o in (err.options or []) if not o.startswith("schema"))
-        return f"{group}={choice}: no preset conf/{group}/{choice}.yaml; allowed: {allowed}"
-    if isinstance(err, OverrideParseException):
-        culprit = _unparsable_override(argv)
-        if culprit and "{" in culprit:
-            key, _, value = culprit.partition("=")
-            return (f"{culprit}: Hydra reads {{...}} on the command line as a dictionary; quote the value "
-                    f"inside the shell's quotes: '{key}=\"{value}\"'")
-        return f"{culprit or 'override'}: not a valid override ({text.splitlines()[0]}); write KEY=VALUE"
-    ambiguous = re.match(r"Ambiguous value for argument '([^']*)'", text)
-    if ambiguous:
-        return (f"{ambiguous.group(1)}: several values; add --multirun to sweep over them, "
-                f"or quote the value to pass it as one string")
-    cause = err.__cause__ if isinstance(err.__cause__, Exception) else None
-    override = re.match(r"(?:Could not override|Could not append to config|Error merging override) '?([^'\s]+)'?", text)
-    preset = re.match(r"In '([^']+)': (\w+) raised while composing config:\n(.*)", text, flags=re.S)
-    source = f"conf/{preset.group(1)}.yaml: " if preset else ""
-    detail = cause if cause is not None else err
-    full_key = getattr(detail, "full_key", None) or _field(text, "full_key")
-    unknown = re.search(r"Key '([^']+)' (?:not in|is not in struct)", str(detail))
-    if unknown and full_key:
-        object_type = getattr(detail, "object_type", None) or _schema_class(_field(text, "object_type") or "")
-        return source + _unknown_key_line(full_key, object_type, getattr(detail, "parent_node", None))
-    if override:
-        return f"{override.group(1)}: {_first_line(detail)}"
-    if full_key:
-        return f"{source}{full_key}: {_first_line(detail if cause else _inner(text, preset))}"
-    return source + _one_line(err)
-
-
-def _unknown_key_line(full_key: str, object_type: Any, parent_node: Any = None) -> str:
+def unknown_key_line(full_key: str, object_type: Any, parent_node: Any = None) -> str:
+    """`<key>: unknown setting; did you mean <the nearest declared keys>?` (one line)."""
     parent, _, key = full_key.rpartition(".")
     where = f"{parent}." if parent else ""
     if not dataclasses.is_dataclass(object_type):  # a free-form mapping such as data.demo.pretrain
@@ -552,41 +442,13 @@ def _unknown_key_line(full_key: str, object_type: Any, parent_node: Any = None) 
     return f"{full_key}: unknown setting; {hint}"
 
 
-def _schema_class(name: str) -> Optional[type]:
+def schema_class(name: str) -> Optional[type]:
     """The schema dataclass called `name` (Hydra names it only in the text of a preset's error)."""
     classes = [value for value in globals().values() if isinstance(value, type) and dataclasses.is_dataclass(value)]
     return next((cls for cls in [*classes, OptimizerConfig] if cls.__name__ == name), None)
 
 
-def _unparsable_override(argv: list[str]) -> Optional[str]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for arg in argv:
-        if arg.startswith("-"):
-            continue
-        try:
-            parser.parse_override(arg)
-        except Exception:
-            return arg
-    return None
-
-
-def _field(text: str, name: str) -> Optional[str]:
-    match = re.search(rf"^\s*{name}(?:: |=)(\S+)", text, flags=re.M)
-    return match.group(1) if match else None
-
-
-def _inner(text: str, preset) -> str:
-    return preset.group(3) if preset else text
-
-
-def _first_line(err: Any) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """An OmegaConf/Hydra message on one line, without its object_type/search-path trailers."""
     keep = []
     for line in str(err).splitlines():

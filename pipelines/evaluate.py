@@ -21,7 +21,8 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from debias.config import EvalConfig, refused_runs_leave_nothing, run_hydra_app, to_config, to_run_config  # noqa: E402
+from debias.app import refused_runs_leave_nothing, run_hydra_app  # noqa: E402
+from debias.config import EvalConfig, to_config, to_run_config  # noqa: E402
 from debias.errors import UserError, exit_on_user_error  # noqa: E402
 from debias.io import write_json_atomic  # noqa: E402
 

@@ -17,7 +17,8 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from debias.config import refused_runs_leave_nothing, run_hydra_app, to_run_config  # noqa: E402
+from debias.app import refused_runs_leave_nothing, run_hydra_app  # noqa: E402
+from debias.config import to_run_config  # noqa: E402
 from debias.errors import exit_on_user_error  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """The settings schema (debias/config.py) against every preset in conf/: each composes into checked,
 typed objects; each setting has one default (presets only override, never repeat a default, never
-add a key); bad keys and values are refused with one line; run folders are unique."""
+add a key); bad keys and values are refused with one line (debias/app.py); run folders are unique."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from debias.app import claim_unique_dir, config_error_line
 from debias.config import (DemoDataConfig, EvalConfig, InterventionConfig, ModelConfig, RunConfig, StreamDataConfig,
-                           as_dict, claim_unique_dir, config_error_line, register_configs, to_run_config)
+                           as_dict, register_configs, to_run_config)
 from debias.errors import UserError
 from debias.train.config import TrainerConfig
 

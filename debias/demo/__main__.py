@@ -22,7 +22,8 @@ def load_config(cache_dir: str | None, overrides: list[str], model: str = "pythi
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from debias.config import config_error_line, register_configs, to_run_config
+    from debias.app import config_error_line
+    from debias.config import register_configs, to_run_config
 
     if not (CONF_DIR / "config.yaml").is_file():
         raise UserError(f"{CONF_DIR}: no config.yaml; run from a checkout of the project")
