@@ -314,8 +314,10 @@ class EvalConfig:
     """Which benchmarks, on which data, scored how (debias.evaluate.evaluate_model)."""
 
     device: str = "auto"                      # auto = cuda when available, else cpu
-    dtype: Optional[str] = None               # weights dtype: None (float32) | bfloat16 | float64; CUDA forwards run under bf16 autocast
-    gelu: Optional[str] = None                # None = the folder's config.json (transformers: exact); "tanh" = as Pythia trained
+    # weights dtype: None (float32) | bfloat16 | float64; CUDA forwards run under bf16 autocast
+    dtype: Optional[str] = None
+    # None = the folder's config.json (transformers: exact); "tanh" = as Pythia trained
+    gelu: Optional[str] = None
     batch_size: int = 32                      # sequences per forward pass
     bootstrap_samples: int = 2000             # bootstrap resamples for every interval and paired test
     seed: int = 1234                          # bootstrap seed

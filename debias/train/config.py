@@ -99,7 +99,7 @@ class TrainJob:
 
 @dataclass
 class OptimizerConfig:
-    """AdamW as in Pythia's recipe (docs/architecture.md): no decay on LayerNorm weights and biases."""
+    """AdamW as in Pythia's recipe: no weight decay on LayerNorm weights and on biases."""
 
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
@@ -124,10 +124,10 @@ class TrainerConfig:
 
     engine: str = "torch"                 # torch | deepspeed (see trainer=deepspeed)
     device: str = "auto"                  # auto (cuda when available) | cpu | cuda | cuda:N
-    precision: str = "auto"               # auto = bf16 autocast on GPU, fp32 on CPU | bf16 | fp16 (dynamic loss scaling) | fp32
+    precision: str = "auto"               # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp16 (loss scaling) | fp32
     micro_batch: int = 8                  # rows per forward/backward on one process
     grad_accum: Any = "auto"              # auto = batch_size / (micro_batch * world_size); must divide exactly
-    allow_batch_override: bool = False    # true lets micro_batch*grad_accum*world_size differ from the recipe's batch (logged loudly)
+    allow_batch_override: bool = False    # let micro_batch*grad_accum*world_size differ from the batch (logged loudly)
     checkpoint_every: int = 1000          # steps between resumable checkpoints (one is always written at the end)
     keep_last: int = 2                    # resumable checkpoints kept in <run_dir>/checkpoints
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -142,7 +142,7 @@ class TrainerConfig:
     peak_tflops: Any = "auto"             # device peak for MFU: auto = known GPUs (H100/H200/A100 dense bf16), none on CPU
     deterministic: Any = "auto"           # deterministic torch algorithms: auto = on for CPU
     progress: bool = True                 # tqdm progress bar
-    check_token_ids: bool = True          # before training, scan the window's ids against the model's vocabulary (~1 min per 100 GB)
+    check_token_ids: bool = True          # first scan the window's ids against the vocabulary (~1 min per 100 GB)
     # DeepSpeed (engine: deepspeed) and multi-process launch (torch with nproc_per_node > 1 goes through torchrun)
     zero_stage: int = 1                   # 1 (Pythia's recipe), 2 or 3
     nproc_per_node: int = 1               # processes (GPUs) per node
@@ -150,7 +150,8 @@ class TrainerConfig:
     hostfile: str | None = None           # DeepSpeed hostfile ("host slots=N" lines) for several nodes (launcher: deepspeed)
     launcher: str = "torchrun"            # torchrun | deepspeed
     master_port: int | None = None        # None: a free port
-    deepspeed: dict = field(default_factory=dict)  # extra DeepSpeed config keys, merged last (e.g. {zero_optimization: {overlap_comm: true}})
+    # extra DeepSpeed config keys, merged last, e.g. {zero_optimization: {overlap_comm: true}}
+    deepspeed: dict = field(default_factory=dict)
 
     # Watching and launching, not computing: left out of result_key().
     RESULT_NEUTRAL: ClassVar[frozenset[str]] = frozenset({
