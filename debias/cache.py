@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,11 +193,10 @@ class Cache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        probe = self.root / f".write-test-{os.getpid()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe.touch()
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.root, prefix=".write-test-"):  # a name of its own per call
+                pass
         except OSError as err:
             raise UserError(f"cache_dir={root}: cannot write there ({err.strerror or err}); set cache_dir "
                             f"(or {ENV_VAR}) to a folder you can write") from None
