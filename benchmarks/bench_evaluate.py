@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, ManipulationConfig, WinoBiasConfig  # noqa: E402
 from debias.evaluate import Scorer, evaluate_with_scorer, load_tokenizer  # noqa: E402
 from debias.io import write_json_atomic  # noqa: E402
 from debias.model import GPTNeoX, GPTNeoXConfig  # noqa: E402
@@ -94,10 +95,10 @@ def run(shape: str, device: torch.device) -> dict:
     scorer = RecordingScorer(model, tokenizer, batch_size=64 if device.type == "cuda" else 32,
                              device=device, progress=False)
     lambada_limit = None if FULL else 500
-    cfg = {"bootstrap_samples": 2000, "manipulation": {"enabled": False},
-           "crows_pairs": {"path": str(DATA / "crows_pairs/crows_pairs_anonymized.csv")},
-           "winobias": {"path": str(DATA / "winobias"), "splits": ["dev", "test"]},
-           "lambada": {"enabled": True, "path": str(DATA / "lambada/lambada_test.jsonl"), "limit": lambada_limit}}
+    cfg = EvalConfig(bootstrap_samples=2000, manipulation=ManipulationConfig(enabled=False),
+                     crows_pairs=CrowsPairsConfig(path=str(DATA / "crows_pairs/crows_pairs_anonymized.csv")),
+                     winobias=WinoBiasConfig(path=str(DATA / "winobias"), splits=["dev", "test"]),
+                     lambada=LambadaConfig(enabled=True, path=str(DATA / "lambada/lambada_test.jsonl"), limit=lambada_limit))
 
     print(f"[{shape} on {device}] batched evaluation ...", flush=True)
     synchronize(device)

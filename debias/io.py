@@ -58,6 +58,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def default_file_mode() -> int:
+    """The mode `open()` gives a new file under the process umask (0644 under the usual 022)."""
+    try:  # Linux reports the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def with_default_mode(path: str | os.PathLike) -> Path:
+    """Give a file the mode of any other new file. Some writers create private files (safetensors
+    writes through a 0600 temporary file and renames it), which on a shared cache would make one
+    model unreadable to the group that can read everything around it."""
+    os.chmod(path, default_file_mode())
+    return Path(path)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hashed straight from the file's pages: a buffered read would copy every byte first, which
     shows on streams of tens of GB."""

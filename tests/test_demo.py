@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from debias.demo.build import DemoSuite, build_demo_suite, checkpoint_steps, demo_params
+from debias.config import (ArchitectureConfig, DemoConfig, DemoProbesConfig, DemoTokenizerConfig, EvalConfig,
+                           GeometryConfig, ModelConfig, PerplexityConfig)
+from debias.demo.build import DemoSuite, build_demo_suite, checkpoint_steps, suite_params
 from debias.demo.corpus import (COLLISION_WORDS, FEMALE_PERCENT, FEMALE_STEREOTYPED, MALE_STEREOTYPED,
                                 CorpusGenerator)
 from debias.demo.probes import CROWS_PAIRS_COLUMNS, write_crows_pairs, write_winobias
 from debias.demo.tokenizer import REQUIRED_SINGLE_TOKENS, train_tokenizer
 from debias.errors import UserError
 
-MODEL = {"architecture": {"vocab_size": 2048, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                          "intermediate_size": 128, "rotary_pct": 0.25, "rotary_base": 10000,
-                          "max_position_embeddings": 32, "gelu": "tanh"},
-         "peak_lr": 5e-3}
+MODEL = ModelConfig(name="tiny", architecture=ArchitectureConfig(
+    vocab_size=2048, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=128, max_position_embeddings=32),
+    peak_lr=5e-3)
 
 
 @pytest.fixture(scope="module")
@@ -210,23 +211,28 @@ def test_checkpoint_grid_is_pythia_like():
     assert grid[:7] == [0, 1, 2, 4, 8, 10, 20] and grid[-1] == 1000 and len(grid) == 105
 
 
+def tiny(**change) -> DemoConfig:
+    """The tiny suite of these tests, with some settings changed."""
+    settings = dict(geometry=GeometryConfig(batch_size=4, row_length=33, total_steps=100, checkpoint_interval=1),
+                    tokenizer=DemoTokenizerConfig(vocab_size=2000, train_documents=800), heldout_rows=8,
+                    probes=DemoProbesConfig(winobias_lines_per_file=10, crows_pairs_frames_per_occupation=2),
+                    pretrain={"micro_batch": 4, "device": "cpu", "progress": False}, model=MODEL)
+    return DemoConfig(**{**settings, **change})
+
+
 @pytest.mark.parametrize("change, message", [
-    ({"geometry": {"total_steps": 100, "checkpoint_interval": 10}}, "7% window"),
-    ({"tokenizer": {"vocab_size": 4000}}, "larger than the model"),
-    ({"colour": "red"}, "unknown key"),
+    ({"geometry": GeometryConfig(batch_size=4, row_length=33, total_steps=100, checkpoint_interval=10)}, "7% window"),
+    ({"tokenizer": DemoTokenizerConfig(vocab_size=4000)}, "larger than the model"),
+    ({"pretrain": {"colour": "red"}}, "unknown setting"),
     ({"model": None}, "architecture"),
 ])
 def test_bad_demo_settings_are_one_line_errors(change, message):
-    cfg = {"model": MODEL, **change}
     with pytest.raises(UserError, match=message) as err:
-        demo_params(cfg)
+        tiny(**change)
     assert "\n" not in str(err.value)
 
 
-TINY = {"geometry": {"batch_size": 4, "row_length": 33, "total_steps": 100, "checkpoint_interval": 1},
-        "tokenizer": {"vocab_size": 2000, "train_documents": 800}, "heldout_rows": 8,
-        "probes": {"winobias_lines_per_file": 10, "crows_pairs_frames_per_occupation": 2},
-        "pretrain": {"micro_batch": 4, "device": "cpu", "progress": False}, "model": MODEL}
+TINY = tiny()
 
 
 @pytest.fixture(scope="module")
@@ -274,12 +280,14 @@ def test_tiny_suite_is_cached_by_content_and_feeds_the_evaluator(tiny_suite):
     started = time.perf_counter()
     again = build_demo_suite(TINY, suite.root.parent.parent)
     assert again.root == suite.root and time.perf_counter() - started < 5
-    other = dict(TINY, seed=5)
-    assert demo_params(other)[0] != demo_params(TINY)[0]
-    cfg = suite.eval_config({"crows_pairs": {"path": None}, "perplexity": {"enabled": True}})
-    assert cfg["crows_pairs"]["path"] == str(suite.crows_pairs_csv) and Path(cfg["winobias"]["path"]).is_dir()
-    assert cfg["perplexity"]["rows"] == list(suite.heldout_rows)
+    assert suite_params(tiny(seed=5)) != suite_params(TINY)
+    # the pretraining threads and progress bar do not change the suite: the same cache entry
+    assert suite_params(tiny(threads=2, pretrain={"micro_batch": 4, "device": "cpu", "progress": True})) == suite_params(TINY)
+    cfg = suite.eval_config(EvalConfig(perplexity=PerplexityConfig(enabled=True)))
+    assert cfg.crows_pairs.path == str(suite.crows_pairs_csv) and Path(cfg.winobias.path).is_dir()
+    assert cfg.perplexity.rows == list(suite.heldout_rows) and cfg.perplexity.stream == str(suite.heldout_stream)
     assert not list(suite.root.parent.glob("*.tmp-*"))  # nothing half-built left behind
+    assert (suite.root / ".done").is_file() and suite.root.parent.name == "demo"  # a debias.cache entry
     stats = json.loads((suite.root / "corpus_stats.json").read_text())
     assert set(stats["mentions"]) == set(FEMALE_PERCENT) and stats["tokens"] >= 100 * 4 * 32
     assert "<|endoftext|>" in (suite.root / "corpus_sample.txt").read_text()
@@ -290,9 +298,9 @@ def test_parallel_builds_wait_for_one_another(tmp_path, capfd):
     """Two sweep jobs asking for the same suite at once: one builds, the other waits and loads it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    tiny = dict(TINY, seed=11)  # a suite of its own, not the module's cached one
+    own = tiny(seed=11)  # a suite of its own, not the module's cached one
     with ThreadPoolExecutor(2) as pool:
-        suites = list(pool.map(lambda _: build_demo_suite(tiny, tmp_path, progress=False), range(2)))
+        suites = list(pool.map(lambda _: build_demo_suite(own, tmp_path, progress=False), range(2)))
     assert suites[0].root == suites[1].root and (suites[0].root / "suite.json").is_file()
     assert capfd.readouterr().err.count("building the demo suite") == 1
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [suites[0].key, f"{suites[0].key}.lock"]

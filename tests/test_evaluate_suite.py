@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, PerplexityConfig, WinoBiasConfig
 from debias.evaluate import compare_items, evaluate_model
 from debias.evaluate.__main__ import main as cli_main
 from debias.evaluate.datafiles import ChecksumWarning
@@ -54,12 +55,12 @@ def heldout(tmp_path_factory):
 
 
 def eval_cfg(probes, heldout=None, **extra):
-    cfg = {"device": "cpu", "dtype": "float64", "batch_size": 8, "bootstrap_samples": 200, "check_pinned": False,
-           "crows_pairs": {"path": str(probes["crows"]), "bias_type": None},
-           "winobias": {"path": str(probes["winobias"])}}
-    if heldout is not None:
-        cfg["perplexity"] = {"enabled": True, "stream": str(heldout[0]), "rows": [1, 5], "window": 16}
-    return {**cfg, **extra}
+    perplexity = (PerplexityConfig(enabled=True, stream=str(heldout[0]), rows=[1, 5], window=16)
+                  if heldout is not None else PerplexityConfig())
+    return EvalConfig(device="cpu", dtype="float64", batch_size=8, bootstrap_samples=200, check_pinned=False,
+                      crows_pairs=CrowsPairsConfig(path=str(probes["crows"]), bias_type=None),
+                      winobias=WinoBiasConfig(path=str(probes["winobias"])), lambada=LambadaConfig(enabled=False),
+                      perplexity=perplexity, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +160,9 @@ def test_hydra_pipeline_writes_report(folders, probes, tmp_path):
 def test_demo_eval_preset_leaves_paths_to_the_demo_suite():
     from hydra import compose, initialize_config_dir
 
+    from debias.config import register_configs
+
+    register_configs()  # the schema conf/ is composed against
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         demo = compose(config_name="config", overrides=["eval=demo"]).eval
         real = compose(config_name="config", overrides=["eval=pythia"]).eval

@@ -1,31 +1,22 @@
 """pipelines/intervene.py and the sweep: configuration composition, bad settings (one line,
-exit 2), the content-addressed cache under concurrency, and the whole pipeline on a tiny demo."""
+exit 2) and the make targets. (The cache: tests/test_cache.py; the schema: tests/test_config.py;
+the whole pipeline on a tiny demo: tests/test_pipeline_e2e.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
+from debias.config import register_configs
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-
-
-def load_pipeline():
-    spec = importlib.util.spec_from_file_location("intervene", ROOT / "pipelines" / "intervene.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["intervene"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_pipeline(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):
@@ -35,6 +26,7 @@ def run_pipeline(*args: str, cwd: Path, env_extra: dict | None = None, timeout: 
 
 
 def composed(*overrides: str, hydra: bool = False):
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
@@ -63,7 +55,7 @@ def test_sweep_config_is_ratios_by_directions_on_the_local_launcher():
     (["intervention.ratio=1.5"], "intervention.ratio=1.5"),
     (["intervention.direction=sideways"], "intervention.direction=sideways"),
     (["model=pythia-3b"], "model=pythia-3b"),
-    (["intervention=m2f,sideways"], "intervention=sideways"),
+    (["--multirun", "intervention=m2f,sideways"], "intervention=sideways"),
 ])
 def test_bad_settings_give_one_line_and_exit_2(tmp_path, args, named):
     result = run_pipeline(*args, f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path, timeout=120)
@@ -79,34 +71,6 @@ def test_bad_settings_give_one_line_and_exit_2(tmp_path, args, named):
 def test_unknown_preset_lists_the_allowed_ones(tmp_path):
     line = run_pipeline("model=pythia-3b", cwd=tmp_path, timeout=120).stderr.strip()
     assert "pythia-70m-deduped" in line and "pythia-12b" in line
-
-
-# ---- the content-addressed cache --------------------------------------------------------------
-
-def _build_in_process(args):
-    cache_dir, log = args
-    from omegaconf import OmegaConf
-
-    pipeline = load_pipeline()
-
-    def build(folder: Path) -> None:
-        with open(log, "a") as handle:  # one line per build actually run
-            handle.write(f"{os.getpid()}\n")
-        time.sleep(1.0)  # long enough for the other jobs to arrive while this one builds
-        (folder / "result.txt").write_text("built")
-
-    folder = pipeline.cached(OmegaConf.create({"cache_dir": cache_dir}), "thing", {"a": 1}, build)
-    return str(folder), (folder / "result.txt").read_text()
-
-
-def test_cache_builds_once_when_jobs_race(tmp_path):
-    log = tmp_path / "builds.log"
-    with multiprocessing.get_context("spawn").Pool(3) as pool:
-        results = pool.map(_build_in_process, [(str(tmp_path / "cache"), str(log))] * 3)
-    assert len(log.read_text().splitlines()) == 1
-    assert len({folder for folder, _ in results}) == 1 and all(text == "built" for _, text in results)
-    key = json.loads((Path(results[0][0]) / "key.json").read_text())
-    assert key == {"a": 1}
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")

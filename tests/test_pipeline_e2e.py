@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,72 @@ def test_same_configuration_twice_gives_the_same_report(first_run, workdir):
     assert built == {"rewrite": 1, "train": 2, "eval": 3}  # rewritten, both arms retrained, all re-evaluated
     third = Path(recomputed.stdout.strip().splitlines()[-1].removeprefix("report: "))
     assert comparable(first, cache) == comparable(third, cache)
+
+
+def finished(cache: Path) -> dict:
+    """Every finished cache entry and its manifest (rewritten only when the entry is rebuilt)."""
+    return {str(p.parent.relative_to(cache)): p.read_text() for p in cache.glob("*/*/.done")}
+
+
+def report_of(result: subprocess.CompletedProcess) -> Path:
+    return Path(result.stdout.strip().splitlines()[-1].removeprefix("report: "))
+
+
+def test_trainer_progress_off_reuses_the_trained_arms(first_run, workdir):
+    """Progress bars, log intervals and checkpoint cadence are not part of the trained arm's key."""
+    _, first = first_run
+    cache = workdir / "cache"
+    before = finished(cache)
+    quiet = intervene("trainer.progress=false", "trainer.log_every=5", "trainer.checkpoint_every=3", cwd=workdir, cache=cache)
+    assert finished(cache) == before  # nothing built or rebuilt: both arms (and all else) served
+    assert "warning" not in quiet.stderr
+    mine, theirs = comparable(report_of(quiet), cache), comparable(first, cache)
+    assert mine.pop("config")["trainer"]["progress"] is False and theirs.pop("config")["trainer"]["progress"] is True
+    assert mine == theirs
+
+
+def test_damaged_cache_entries_are_rebuilt_with_a_warning_and_the_report_is_unchanged(first_run, workdir):
+    """Flipped bytes in a trained model, a deleted metrics.json, changed token ids in a rewritten
+    stream: each entry is named in one warning and rebuilt; the report is the undamaged run's."""
+    _, first = first_run
+    cache = workdir / "cache"
+    report = json.loads(first.read_text())
+    model = Path(report["training"]["treatment"]["run_dir"]) / "model" / "model.safetensors"
+    rewritten = Path(report["rewrite"]["stream"] + ".bin")
+    baseline_eval = next(p.parent for p in cache.glob("eval/*/key.json") if "checkpoint" in json.loads(p.read_text())["model"])
+    for path in (model, rewritten):
+        path = path if path.is_absolute() else workdir / path
+        data = bytearray(path.read_bytes())
+        if path.suffix == ".bin":  # 500 token ids replaced by another id
+            ids = np.frombuffer(data, dtype=np.uint16).copy()
+            ids[1000:1500] = 7
+            data = bytearray(ids.tobytes())
+        else:
+            data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    (baseline_eval / "metrics.json").unlink()
+    result = intervene(cwd=workdir, cache=cache)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    named = {kind: [w for w in warnings if f"{cache}/{kind}/" in w] for kind in ("train", "rewrite", "eval")}
+    assert len(warnings) == 3 and all(len(lines) == 1 and "damaged" in lines[0] and "rebuilding it" in lines[0]
+                                      for lines in named.values()), warnings
+    assert str(baseline_eval) in named["eval"][0] and "metrics.json: missing" in named["eval"][0]
+    assert comparable(report_of(result), cache) == comparable(first, cache)
+    assert not [line for line in intervene(cwd=workdir, cache=cache).stderr.splitlines() if line.startswith("warning")]
+
+
+def test_two_runs_started_together_get_their_own_folders(first_run, workdir):
+    _, first = first_run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEBIAS_CACHE_DIR": str(workdir / "cache")}
+    command = [sys.executable, str(ROOT / "pipelines" / "intervene.py"), *TINY,
+               "hydra.run.dir=${unique_dir:'outputs/together/run'}"]  # one name for both, as in one second
+    jobs = [subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [job.communicate(timeout=900) for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), [err[-2000:] for _, err in outputs]
+    reports = sorted(Path(out.strip().splitlines()[-1].removeprefix("report: ")) for out, _ in outputs)
+    assert [r.parent.name for r in reports] == ["run", "run_2"]
+    assert comparable(reports[0], workdir / "cache") == comparable(reports[1], workdir / "cache") == comparable(first, workdir / "cache")
 
 
 def test_sweep_shares_work_and_ends_with_the_comparison(first_run, workdir):

@@ -16,6 +16,7 @@ import pytest
 from debias.errors import UserError
 from debias.io import sha256_file
 from debias.rewrite import get_tables, rewrite_rows, rewrite_window, verify_pass
+from debias.rewrite.window import load_result
 from debias.stream import Geometry, IndexedStream, StreamWriter, Window, pack_texts
 from debias.stream.mmidx import write_index
 
@@ -79,7 +80,7 @@ def test_larger_pass_is_reused_for_a_smaller_window(stream, neox_tokenizer_path,
                            block_rows=64, progress=False)
     mtime = os.stat(str(first.stream) + ".bin").st_mtime_ns
     second = rewrite_window(stream, small, tmp_path / "r07", neox_tokenizer_path, "m2f", workers=1,
-                            block_rows=64, progress=False)
+                            block_rows=64, progress=False, reuse=[tmp_path / "r21"])
     assert second.stream == first.stream
     assert second.first_row == small.start_row - big.start_row > 0
     assert os.stat(str(first.stream) + ".bin").st_mtime_ns == mtime
@@ -91,7 +92,7 @@ def test_larger_pass_is_reused_for_a_smaller_window(stream, neox_tokenizer_path,
     assert np.array_equal(reused_rows, IndexedStream(fresh.stream).rows(0, small.num_rows))
     # a different config is not reused
     other = rewrite_window(stream, small, tmp_path / "r07f", neox_tokenizer_path, "f2m", workers=1,
-                           block_rows=64, progress=False)
+                           block_rows=64, progress=False, reuse=[tmp_path / "r21"])
     assert other.stream != first.stream and other.first_row == 0
 
 
@@ -109,7 +110,12 @@ def test_reused_window_audit_counts_only_the_window(stream, neox_tokenizer_path,
     options = dict(direction=direction, fraction=fraction, seed=5, workers=1, progress=False)
     cache = tmp_path / "cache"
     first = rewrite_window(stream, big, cache / "big", neox_tokenizer_path, block_rows=block_rows, **options)
-    reused = rewrite_window(stream, small, cache / "small", neox_tokenizer_path, block_rows=block_rows, **options)
+    reused = rewrite_window(stream, small, cache / "small", neox_tokenizer_path, block_rows=block_rows,
+                            reuse=[cache / "big"], **options)
+    served = load_result(cache / "small")  # read back from its record, as the cache serves it
+    plain = lambda obj: json.loads(json.dumps(obj))  # noqa: E731
+    assert (served.stream, served.first_row) == (reused.stream, reused.first_row)
+    assert plain(served.audit) == plain(reused.audit) and plain(served.manifest) == plain(reused.manifest)
     assert reused.stream == first.stream and reused.first_row == small.start_row - big.start_row
     fresh = rewrite_window(stream, small, tmp_path / "elsewhere" / "small", neox_tokenizer_path, block_rows=32,
                            **options)
@@ -134,7 +140,8 @@ def test_reused_window_audit_counts_only_the_window(stream, neox_tokenizer_path,
     assert any("positions differ" in p for p in verify_pass(cache / "small", progress=False))
     # a pass without its block journal (written before it was kept) is rewritten again in full
     (cache / "big" / "blocks.jsonl").unlink()
-    again = rewrite_window(stream, small, cache / "small2", neox_tokenizer_path, block_rows=block_rows, **options)
+    again = rewrite_window(stream, small, cache / "small2", neox_tokenizer_path, block_rows=block_rows,
+                           reuse=[cache / "big"], **options)
     assert again.stream == first.stream and counts(again.audit) == counts(fresh.audit)
     assert again.audit["derived_from"]["rows_rewritten_again"] == small.num_rows
 
@@ -230,7 +237,6 @@ def test_killed_pass_resumes_to_identical_output(stream, neox_tokenizer_path, tm
                "--batch-size", "8", "--row-length", str(SEQ_LEN + 1), "--checkpoint-interval", "10",
                "--total-steps", str(len(IndexedStream(stream)) // 8), "--block-rows", "2",
                "--workers", "1", "--quiet"]
-    # separate parents: a finished sibling pass of the same config would be reused, not recomputed
     whole = subprocess.run(command + ["--out", str(tmp_path / "a" / "whole")], capture_output=True, text=True,
                            cwd=PROJECT, timeout=300)
     assert whole.returncode == 0, whole.stderr

@@ -4,6 +4,7 @@ bad input. Tiny real GPT-NeoX models on small real MMIDIDX streams, CPU, one thr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 import subprocess
 import sys
@@ -25,7 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
                      max_position_embeddings=16)
 BATCH, ROW = 8, 17  # rows per step, tokens per row (16 predictions)
-FAST = {"micro_batch": 4, "progress": False, "tensorboard": False}
+FAST = TrainerConfig(micro_batch=4, progress=False, tensorboard=False)
 
 
 @pytest.fixture(autouse=True)
@@ -148,15 +149,29 @@ def test_ranks_take_disjoint_slices_of_each_step(stream):
 # --- exact resume ---------------------------------------------------------------------------------
 
 def test_stop_and_resume_is_bitwise_equal_to_one_go(stream, tmp_path):
-    one_go = run_training(tiny_job(stream), {**FAST, "checkpoint_every": 4}, tmp_path / "one")
-    run_training(tiny_job(stream, end_step=3), {**FAST, "checkpoint_every": 4}, tmp_path / "two")
-    resumed = run_training(tiny_job(stream), {**FAST, "checkpoint_every": 4}, tmp_path / "two")
+    one_go = run_training(tiny_job(stream), replace(FAST, checkpoint_every=4), tmp_path / "one")
+    run_training(tiny_job(stream, end_step=3), replace(FAST, checkpoint_every=4), tmp_path / "two")
+    resumed = run_training(tiny_job(stream), replace(FAST, checkpoint_every=4), tmp_path / "two")
     assert_bitwise_equal(weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model"))
     losses = [[r["loss"] for r in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())]
               for d in ("one", "two")]
     assert losses[0] == losses[1] and len(losses[0]) == 6
     assert resumed["mean_loss"] == one_go["mean_loss"]
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step4", "step6"]  # keep_last 2
+
+
+def test_a_damaged_checkpoint_is_not_resumed_from(stream, tmp_path, caplog):
+    from debias.train.checkpoint import latest_checkpoint
+
+    run_training(tiny_job(stream, end_step=3), replace(FAST, checkpoint_every=1), tmp_path / "run")
+    newest = tmp_path / "run" / "checkpoints" / "step3"
+    assert latest_checkpoint(tmp_path / "run") == (3, newest)
+    state = next(p for p in newest.iterdir() if p.suffix == ".pt" and p.stat().st_size > 1000)
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    assert latest_checkpoint(tmp_path / "run") == (2, tmp_path / "run" / "checkpoints" / "step2")
+    assert "step3 is damaged" in caplog.text and state.name in caplog.text
 
 
 def test_hf_folders_on_a_grid_and_final_model(stream, tmp_path):
@@ -225,7 +240,7 @@ def test_vocabulary_smaller_than_stream_ids(tmp_path):
 
 def test_batch_that_does_not_divide(stream, tmp_path):
     with pytest.raises(UserError, match="does not divide"):
-        run_training(tiny_job(stream), {**FAST, "micro_batch": 3}, tmp_path / "run")
+        run_training(tiny_job(stream), replace(FAST, micro_batch=3), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -263,7 +278,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(stream, tmp_path, mon
 
     monkeypatch.setattr(loop, "build_model", capture)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4.*checkpoints/step4"):
-        run_training(tiny_job(stream), {**FAST, "checkpoint_every": 2}, tmp_path / "run", on_batch=poison)
+        run_training(tiny_job(stream), replace(FAST, checkpoint_every=2), tmp_path / "run", on_batch=poison)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step2", "step4"]
     assert not (tmp_path / "run" / "model").exists()
     state = torch.load(tmp_path / "run" / "checkpoints" / "step4" / "engine.pt", weights_only=True)
@@ -272,9 +287,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(stream, tmp_path, mon
 
 def test_trainer_config_rejects_unknown_keys():
     with pytest.raises(UserError, match="unknown key"):
-        TrainerConfig.from_any({"micro_bach": 4})
+        TrainerConfig.from_dict({"micro_bach": 4})
     with pytest.raises(UserError, match="engine"):
-        TrainerConfig.from_any({"engine": "jax"})
+        TrainerConfig(engine="jax")
 
 
 @pytest.mark.shared_data
@@ -302,7 +317,7 @@ def test_arms_differ_exactly_where_the_real_rewrite_audit_says(tmp_path, neox_to
         rows = []
         job = TrainJob.for_window(init=model, stream=stream, first_row=first_row, window=window, geometry=geometry,
                                   peak_lr=1e-3, seed=5)
-        run_training(job, {**FAST, "micro_batch": 2}, tmp_path / arm,
+        run_training(job, replace(FAST, micro_batch=2), tmp_path / arm,
                      on_batch=lambda step, ids, labels: rows.append(torch.cat([ids, labels[:, -1:]], 1).numpy()))
         fed[arm] = np.concatenate(rows)
     differs = fed["control"] != fed["treatment"]
@@ -317,7 +332,7 @@ def test_arms_differ_exactly_where_the_real_rewrite_audit_says(tmp_path, neox_to
 
 def test_adam_warmup_uses_the_window_batches_at_zero_lr_then_trains_from_the_window_start(stream, tmp_path):
     fed_steps = []
-    summary = run_training(tiny_job(stream, start_step=2, end_step=5), {**FAST, "adam_warmup_steps": 2},
+    summary = run_training(tiny_job(stream, start_step=2, end_step=5), replace(FAST, adam_warmup_steps=2),
                            tmp_path / "warm", on_batch=lambda step, ids, labels: fed_steps.append(step))
     records = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     warmup = [r for r in records if r["phase"] == "adam_warmup"]
@@ -331,29 +346,29 @@ def test_adam_warmup_uses_the_window_batches_at_zero_lr_then_trains_from_the_win
 
 
 def test_bf16_autocast_path_runs_on_cpu(stream, tmp_path):
-    summary = run_training(tiny_job(stream, end_step=3), {**FAST, "precision": "bf16"}, tmp_path / "run")
+    summary = run_training(tiny_job(stream, end_step=3), replace(FAST, precision="bf16"), tmp_path / "run")
     assert summary["precision"] == "bf16" and math.isfinite(summary["final_loss"])
     assert GPTNeoX.from_pretrained(tmp_path / "run" / "model").embed_in.weight.dtype == torch.float32  # fp32 master
     with pytest.raises(UserError, match="fp16: needs a GPU"):
-        run_training(tiny_job(stream), {**FAST, "precision": "fp16"}, tmp_path / "fp16")
+        run_training(tiny_job(stream), replace(FAST, precision="fp16"), tmp_path / "fp16")
 
 
 def test_launch_commands(tmp_path, monkeypatch):
     from debias.train.launch import launch_command
 
     spec = tmp_path / "train_job.json"
-    torchrun = launch_command(TrainerConfig.from_any({"engine": "deepspeed", "nproc_per_node": 4, "master_port": 29511}), spec)
+    torchrun = launch_command(TrainerConfig(engine="deepspeed", nproc_per_node=4, master_port=29511), spec)
     assert torchrun[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--nnodes", "1", "--master_addr",
                             "127.0.0.1", "--master_port", "29511", "-m", "debias.train", str(spec)]
-    multi = TrainerConfig.from_any({"engine": "deepspeed", "nproc_per_node": 8, "nnodes": 2})
+    multi = TrainerConfig(engine="deepspeed", nproc_per_node=8, nnodes=2)
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(UserError, match="set MASTER_ADDR and NODE_RANK"):
         launch_command(multi, spec)
     monkeypatch.setenv("MASTER_ADDR", "node0")
     monkeypatch.setenv("NODE_RANK", "1")
     assert "--node_rank" in launch_command(multi, spec) and "node0" in launch_command(multi, spec)
-    hostfile = TrainerConfig.from_any({"engine": "deepspeed", "launcher": "deepspeed", "nnodes": 2,
-                                       "hostfile": "hosts.txt", "master_port": 29512})
+    hostfile = TrainerConfig(engine="deepspeed", launcher="deepspeed", nnodes=2,
+                                       hostfile="hosts.txt", master_port=29512)
     command = launch_command(hostfile, spec)
     assert command[1:] == ["-m", "deepspeed.launcher.runner", "--num_nodes", "2", "--hostfile", "hosts.txt", "--master_port", "29512", "--module",
                            "debias.train", str(spec)]

@@ -5,6 +5,7 @@ to an uninterrupted one."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import random
 import signal
@@ -28,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
                      max_position_embeddings=16)
 BATCH, ROW = 8, 17
-QUIET = {"progress": False, "tensorboard": False}
+QUIET = TrainerConfig(progress=False, tensorboard=False)
 
 
 @pytest.fixture(autouse=True)
@@ -68,10 +69,10 @@ def grad_norms(run_dir: Path) -> list[float]:
 
 @pytest.mark.slow
 def test_deepspeed_two_processes_match_the_torch_engine(stream, tmp_path):
-    single = launch_training(job_for(stream), {**QUIET, "engine": "torch", "micro_batch": 2}, tmp_path / "torch")
+    single = launch_training(job_for(stream), replace(QUIET, engine="torch", micro_batch=2), tmp_path / "torch")
     # 2 ranks x micro-batch 2 x grad_accum 2: the same global batch of 8 rows
-    distributed = launch_training(job_for(stream), {**QUIET, "engine": "deepspeed", "zero_stage": 1,
-                                                    "nproc_per_node": 2, "micro_batch": 2}, tmp_path / "ds")
+    distributed = launch_training(job_for(stream), replace(QUIET, engine="deepspeed", zero_stage=1,
+                                                    nproc_per_node=2, micro_batch=2), tmp_path / "ds")
     assert distributed["world_size"] == 2 and distributed["grad_accum"] == 2 and single["grad_accum"] == 4
     reference, curve = losses(tmp_path / "torch"), losses(tmp_path / "ds")
     assert len(curve) == len(reference) == 5
@@ -95,7 +96,7 @@ def read_steps(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_kill_9_at_a_random_step_then_rerun_is_bitwise_equal(stream, tmp_path):
     job = job_for(stream, end_step=7)
-    trainer = TrainerConfig.from_any({**QUIET, "micro_batch": 4, "checkpoint_every": 1, "keep_last": 2})
+    trainer = replace(QUIET, micro_batch=4, checkpoint_every=1, keep_last=2)
     launch_training(job, trainer, tmp_path / "whole")  # in this process, one thread like the worker
 
     killed = tmp_path / "killed"

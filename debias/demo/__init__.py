@@ -1,8 +1,8 @@
 """The embedded demo: a miniature Pythia suite built from a generated corpus with a known skew.
 
     from debias.demo import build_demo_suite
-    suite = build_demo_suite(cfg.data.demo)     # cached by content under cache_dir
-    suite.checkpoint(930), suite.stream, suite.tokenizer, suite.eval_config(eval_cfg)
+    suite = build_demo_suite(config.data.demo)  # a debias.config.DemoConfig; cached by content under cache_dir
+    suite.checkpoint(930), suite.stream, suite.tokenizer, suite.eval_config(config.eval)
 
 `python -m debias.demo build [--cache-dir D]` builds it from conf/data/demo.yaml and
 conf/model/pythia-demo.yaml.

@@ -1,6 +1,6 @@
 """Build the demo suite: a miniature Pythia, made once and cached by its configuration.
 
-    suite = build_demo_suite(cfg.data.demo)          # or (params, cache_dir)
+    suite = build_demo_suite(config.data.demo)       # a debias.config.DemoConfig
     suite.checkpoint(930)                            # Hugging Face folder of the model at step 930
 
 Steps, each with the project's own parts:
@@ -16,9 +16,9 @@ Steps, each with the project's own parts:
             folders `checkpoints/step<N>/` on a Pythia-like grid: 0, 1, 2, 4, ... below the
             checkpoint interval, then every interval up to total_steps.
 
-The suite folder is `<cache_dir>/demo/<key>` where key is the content hash of the demo settings.
-It is built in a temporary sibling folder and renamed into place when complete; a file lock makes
-parallel sweep jobs wait for one build instead of racing.
+The suite is the cache entry `<cache_dir>/demo/<key>` (debias.cache), keyed by the settings that
+determine it (`suite_params`: not the pretraining threads or progress bar); the cache's lock makes
+parallel sweep jobs wait for one build, and a killed build starts over.
 """
 
 from __future__ import annotations
@@ -29,34 +29,22 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Iterator
 
-from filelock import FileLock
-
+from debias.cache import Cache
+from debias.config import DemoConfig, EvalConfig
 from debias.demo.corpus import FEMALE_PERCENT, CorpusGenerator, Document
 from debias.demo.probes import write_crows_pairs, write_winobias
 from debias.demo.tokenizer import train_tokenizer
 from debias.errors import UserError
-from debias.io import atomic_output, sha256_json, write_json_atomic, write_text_atomic
+from debias.io import write_json_atomic, write_text_atomic
+from debias.train.config import TrainerConfig
 
 # Bump when the generator, probes or build change what a suite holds: old caches are then ignored.
 DEMO_FORMAT_VERSION = 1
 SUITE_RECORD = "suite.json"
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 1234,
-    "geometry": {"batch_size": 16, "row_length": 65, "total_steps": 1000, "checkpoint_interval": 10},
-    "tokenizer": {"vocab_size": 2000, "train_documents": 3000},
-    "heldout_rows": 64,
-    "probes": {"winobias_lines_per_file": 200, "crows_pairs_frames_per_occupation": 8},
-    "pretrain": {"micro_batch": 16, "device": "cpu"},
-    # torch CPU threads while pretraining: one is as fast for a model this small, and far faster
-    # on a shared machine, where idle OpenMP threads spin against other jobs.
-    "threads": 1,
-}
-MODEL_KEYS = ("architecture", "peak_lr")
 
 
 @dataclass(frozen=True)
@@ -91,18 +79,15 @@ class DemoSuite:
         """`<checkpoints>/step{step}`: a local source for `debias.model.resolve_checkpoint`."""
         return str(self.checkpoints / "step{step}")
 
-    def eval_config(self, eval_cfg: Mapping | None = None) -> dict:
-        """`eval_cfg` (the Hydra `eval` node as a dict) with the demo probes filled in where the
-        paths are unset: CrowS-Pairs CSV, WinoBias folder, held-out perplexity rows."""
-        cfg = json.loads(json.dumps(dict(eval_cfg or {}), default=_plain))
-        crows, wino = cfg.setdefault("crows_pairs", {}), cfg.setdefault("winobias", {})
-        crows["path"] = crows.get("path") or str(self.crows_pairs_csv)
-        wino["path"] = wino.get("path") or str(self.winobias_dir)
-        perplexity = cfg.setdefault("perplexity", {})
-        if not perplexity.get("stream"):
-            perplexity.update(enabled=perplexity.get("enabled", True), stream=str(self.heldout_stream),
-                              rows=list(self.heldout_rows))
-        return cfg
+    def eval_config(self, eval_cfg: EvalConfig) -> EvalConfig:
+        """`eval_cfg` with the demo probes filled in where the paths are unset: CrowS-Pairs CSV,
+        WinoBias folder, held-out perplexity rows."""
+        perplexity = eval_cfg.perplexity
+        if not perplexity.stream:
+            perplexity = replace(perplexity, stream=str(self.heldout_stream), rows=list(self.heldout_rows))
+        return replace(eval_cfg, perplexity=perplexity,
+                       crows_pairs=replace(eval_cfg.crows_pairs, path=eval_cfg.crows_pairs.path or str(self.crows_pairs_csv)),
+                       winobias=replace(eval_cfg.winobias, path=eval_cfg.winobias.path or str(self.winobias_dir)))
 
     def to_dict(self) -> dict:
         return {"key": self.key, "tokenizer": str(self.tokenizer), "stream": str(self.stream),
@@ -124,58 +109,21 @@ class DemoSuite:
                    geometry=record["geometry"], model=record["model"], params=record["params"])
 
 
-def _plain(value):
-    """json.dumps fallback for OmegaConf containers."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True)
-
-
 # ---- settings -----------------------------------------------------------------------------------
 
-def demo_params(cfg: Mapping | Any) -> tuple[dict, str | None]:
-    """(settings the suite depends on, cache_dir or None) from the `data.demo` node, the Hydra root
-    config (with `data.demo` and `model`), or a plain dict. Missing settings take DEFAULTS."""
-    if not isinstance(cfg, dict):
-        cfg = _plain(cfg)
-    if "data" in cfg:  # the root config
-        cfg = {**cfg["data"].get("demo", {}), "model": cfg.get("model"), "cache_dir": cfg.get("cache_dir")}
-    params = {key: (dict(value) if isinstance(value, dict) else value) for key, value in DEFAULTS.items()}
-    unknown = set(cfg) - set(DEFAULTS) - {"model", "cache_dir"}
-    if unknown:
-        raise UserError(f"data.demo: unknown key(s) {sorted(unknown)}; known: {sorted([*DEFAULTS, 'model', 'cache_dir'])}")
-    for key, value in cfg.items():
-        if isinstance(params.get(key), dict) and isinstance(value, Mapping):
-            params[key] = {**params[key], **value}
-        elif key not in ("model", "cache_dir"):
-            params[key] = value
-    model = cfg.get("model")
-    if not model or any(k not in model for k in MODEL_KEYS):
-        raise UserError("data.demo.model: needs the model preset's `architecture` and `peak_lr` "
-                        "(conf/data/demo.yaml sets model: ${model}; use model=pythia-demo)")
-    params["model"] = {"architecture": dict(model["architecture"]), "peak_lr": float(model["peak_lr"])}
-    check_params(params)
-    return params, cfg.get("cache_dir")
-
-
-def check_params(params: dict) -> None:
-    from debias.stream import Geometry, Window
-
-    geometry = Geometry.from_config(params["geometry"])
-    for ratio in (0.07, 0.21):  # the study's two windows must start on a saved checkpoint
-        window = Window.from_ratio(geometry, ratio)
-        if abs(window.ratio - ratio) > 1e-9:
-            raise UserError(f"data.geometry: the {ratio:.0%} window rounds to {window.num_steps} of "
-                            f"{geometry.total_steps} steps ({window.ratio:.2%}); choose total_steps and "
-                            f"checkpoint_interval so that {ratio} x total_steps is a multiple of the interval "
-                            f"(e.g. 1000 and 10)")
-    vocab = params["model"]["architecture"]["vocab_size"]
-    if params["tokenizer"]["vocab_size"] > vocab:
-        raise UserError(f"data.demo.tokenizer.vocab_size={params['tokenizer']['vocab_size']}: larger than the "
-                        f"model's vocab_size {vocab}; lower it or raise model.architecture.vocab_size")
-    if params["geometry"]["row_length"] - 1 > params["model"]["architecture"]["max_position_embeddings"]:
-        raise UserError(f"model.architecture.max_position_embeddings: shorter than the demo rows "
-                        f"({params['geometry']['row_length'] - 1} inputs); raise it")
+def suite_params(demo: DemoConfig) -> dict:
+    """What determines the suite, and so its cache key: every demo setting and the model's
+    architecture and peak_lr; not the pretraining threads, progress bar or logging."""
+    return {
+        "version": DEMO_FORMAT_VERSION,
+        "seed": demo.seed,
+        "geometry": asdict(demo.geometry),
+        "tokenizer": asdict(demo.tokenizer),
+        "heldout_rows": demo.heldout_rows,
+        "probes": asdict(demo.probes),
+        "pretrain": {k: v for k, v in demo.pretrain.items() if k not in TrainerConfig.RESULT_NEUTRAL},
+        "model": {"architecture": asdict(demo.model.architecture), "peak_lr": float(demo.model.peak_lr)},
+    }
 
 
 def checkpoint_steps(total_steps: int, interval: int) -> list[int]:
@@ -192,66 +140,62 @@ def say(message: str, started: float | None = None) -> None:
     print(f"[demo{clock}] {message}", file=sys.stderr, flush=True)
 
 
-def build_demo_suite(cfg: Mapping | Any, cache_dir: str | os.PathLike | None = None,
+def build_demo_suite(demo: DemoConfig, cache_dir: str | os.PathLike | None = None,
                      progress: bool = True) -> DemoSuite:
-    """The demo suite for these settings: loaded from the cache, or built once and cached."""
-    params, configured_cache = demo_params(cfg)
-    cache_dir = Path(cache_dir or configured_cache or os.environ.get("DEBIAS_CACHE_DIR", ".cache/debias"))
-    key = sha256_json({"version": DEMO_FORMAT_VERSION, **params})[:16]
-    root = cache_dir / "demo" / key
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        if not (root / SUITE_RECORD).is_file():
-            for stale in root.parent.glob(f".{key}.tmp-*"):  # a killed build's leftovers (we hold the lock)
-                _remove_tree(stale)
-            started = time.time()
-            say(f"building the demo suite {key} in {root} (once; later runs reuse it)")
-            with atomic_output(root) as tmp:
-                _build(params, key, tmp, progress)
-            say(f"demo suite built in {time.time() - started:.0f} s")
+    """The demo suite for these settings: served from the cache, or built once into it."""
+    cache = Cache(cache_dir or demo.cache_dir or Cache.default_root())
+    params = suite_params(demo)
+    key = cache.entry("demo", params).digest
+
+    def build(out: Path) -> None:
+        started = time.time()
+        say(f"building the demo suite {key} in {out} (once; later runs reuse it)")
+        _build(demo, params, key, out, progress)
+        say(f"demo suite built in {time.time() - started:.0f} s")
+
+    root = cache.get_or_build("demo", params, build, label=f"demo suite, {demo.geometry.total_steps} steps", fresh=True)
     return DemoSuite.load(root)
 
 
-def _build(params: dict, key: str, out: Path, progress: bool) -> None:
+def _build(demo: DemoConfig, params: dict, key: str, out: Path, progress: bool) -> None:
     import torch
 
     from debias.model import GPTNeoXConfig
-    from debias.stream import Geometry
-    from debias.train import TrainerConfig, TrainJob, run_training
+    from debias.train import TrainJob, run_training
 
     started = time.time()
-    out.mkdir(parents=True)
-    geometry = Geometry.from_config(params["geometry"])
-    seed = int(params["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    geometry = demo.geometry.to_geometry()
+    seed = demo.seed
     train_rows = geometry.total_steps * geometry.batch_size
 
     say("1/5 corpus and tokenizer", started)
     generator = CorpusGenerator(seed)
-    sample = list(generator.documents(params["tokenizer"]["train_documents"]))
-    tokenizer = train_tokenizer([d.text for d in sample], params["tokenizer"]["vocab_size"], out / "tokenizer.json")
+    sample = list(generator.documents(demo.tokenizer.train_documents))
+    tokenizer = train_tokenizer([d.text for d in sample], demo.tokenizer.vocab_size, out / "tokenizer.json")
     write_text_atomic(out / "corpus_sample.txt", "\n<|endoftext|>\n".join(d.text for d in sample[:30]) + "\n")
 
-    say(f"2/5 stream: {train_rows:,} training rows + {params['heldout_rows']} held-out rows of "
+    say(f"2/5 stream: {train_rows:,} training rows + {demo.heldout_rows} held-out rows of "
         f"{geometry.row_length} tokens", started)
-    corpus_stats = _pack_stream(sample, generator, tokenizer, geometry, params["heldout_rows"], seed, out)
+    corpus_stats = _pack_stream(sample, generator, tokenizer, geometry, demo.heldout_rows, seed, out)
 
     say("3/5 probes (WinoBias and CrowS-Pairs formats)", started)
-    write_winobias(out / "winobias", seed + 2, params["probes"]["winobias_lines_per_file"])
+    write_winobias(out / "winobias", seed + 2, demo.probes.winobias_lines_per_file)
     write_crows_pairs(out / "crows_pairs" / "crows_pairs_demo.csv", seed + 3,
-                      params["probes"]["crows_pairs_frames_per_occupation"])
+                      demo.probes.crows_pairs_frames_per_occupation)
 
     steps = checkpoint_steps(geometry.total_steps, geometry.checkpoint_interval)
     say(f"4/5 pretraining {geometry.total_steps} steps from random init; {len(steps)} checkpoints", started)
-    config = GPTNeoXConfig.from_dict(params["model"]["architecture"])
+    config = GPTNeoXConfig.from_dict(asdict(demo.model.architecture))
     job = TrainJob(init=config, stream=str(out / "stream" / "document"), first_row=0, start_step=0,
-                   end_step=geometry.total_steps, peak_lr=params["model"]["peak_lr"],
+                   end_step=geometry.total_steps, peak_lr=float(demo.model.peak_lr),
                    batch_size=geometry.batch_size, row_length=geometry.row_length,
                    total_steps=geometry.total_steps, seed=seed, tokenizer=str(tokenizer),
                    save_hf_at_steps=steps, hf_dir=str(out / "checkpoints"))
-    trainer = TrainerConfig.from_any({**params["pretrain"], "checkpoint_every": geometry.total_steps,
-                                      "keep_last": 1, "tensorboard": False, "progress": progress})
+    trainer = demo.pretrain_trainer(checkpoint_every=geometry.total_steps, keep_last=1, tensorboard=False,
+                                    progress=progress)
     threads = torch.get_num_threads()
-    torch.set_num_threads(int(params["threads"] or threads))
+    torch.set_num_threads(demo.threads or threads)
     try:
         summary = run_training(job, trainer, out / "pretrain")
     finally:
@@ -263,7 +207,7 @@ def _build(params: dict, key: str, out: Path, progress: bool) -> None:
     suite = DemoSuite(root=out, key=key, tokenizer=Path("tokenizer.json"), stream=Path("stream/document"),
                       checkpoints=Path("checkpoints"), checkpoint_steps=tuple(steps),
                       winobias_dir=Path("winobias"), crows_pairs_csv=Path("crows_pairs/crows_pairs_demo.csv"),
-                      heldout_stream=Path("stream/document"), heldout_rows=(train_rows, train_rows + params["heldout_rows"]),
+                      heldout_stream=Path("stream/document"), heldout_rows=(train_rows, train_rows + demo.heldout_rows),
                       geometry=params["geometry"], model=params["model"], params=params)
     write_json_atomic(out / "corpus_stats.json", corpus_stats)
     write_json_atomic(out / "pretrain_summary.json", summary)

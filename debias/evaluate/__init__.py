@@ -1,6 +1,6 @@
 """Bias and language-modelling evaluation: one batched scorer, the benchmarks, statistics.
 
-    metrics, items = evaluate_model("path/to/hf-folder", eval_cfg)
+    metrics, items = evaluate_model("path/to/hf-folder", eval_cfg)   # a debias.config.EvalConfig
     comparison = compare_items(items_treatment, items_control)
 """
 
@@ -17,7 +17,7 @@ from debias.evaluate.stats import (
     paired_bootstrap,
     wilson_interval,
 )
-from debias.evaluate.suite import compare_items, evaluate_model, evaluate_with_scorer, load_model, resolve_config
+from debias.evaluate.suite import compare_items, evaluate_model, evaluate_with_scorer, load_model
 from debias.evaluate.winobias import WinoBiasData, evaluate_winobias, load_winobias
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "WinoBiasData", "binomial_test", "compare_items", "evaluate_crows_pairs", "evaluate_lambada",
     "evaluate_manipulation", "evaluate_model", "evaluate_stream_perplexity", "evaluate_winobias",
     "evaluate_with_scorer", "load_crows_pairs", "load_lambada", "load_model", "load_tokenizer",
-    "load_winobias", "mcnemar_exact", "mean_interval", "paired_bootstrap", "resolve_config",
+    "load_winobias", "mcnemar_exact", "mean_interval", "paired_bootstrap",
     "wilson_interval",
 ]

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 
+from dataclasses import asdict
+
+from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, WinoBiasConfig
 from debias.errors import exit_on_user_error
 from debias.evaluate.suite import evaluate_model
 from debias.io import write_json_atomic
@@ -28,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", help="write {metrics, items} as JSON here")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], help="weights dtype (default float32)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -57,13 +60,13 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
 @exit_on_user_error
 def main(argv=None) -> None:
     args = parse_args(argv)
-    eval_cfg = {
-        "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
-        "crows_pairs": {"enabled": bool(args.crows_pairs), "path": args.crows_pairs,
-                        "bias_type": args.bias_type or None},
-        "winobias": {"enabled": bool(args.winobias), "path": args.winobias},
-        "lambada": {"enabled": bool(args.lambada), "path": args.lambada, "limit": args.lambada_limit},
-    }
+    eval_cfg = EvalConfig(
+        device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        crows_pairs=CrowsPairsConfig(enabled=bool(args.crows_pairs), path=args.crows_pairs,
+                                     bias_type=args.bias_type or None),
+        winobias=WinoBiasConfig(enabled=bool(args.winobias), path=args.winobias),
+        lambada=LambadaConfig(enabled=bool(args.lambada), path=args.lambada, limit=args.lambada_limit),
+    )
     metrics, items = evaluate_model(args.model, eval_cfg, progress=not args.no_progress)
     rows = summary_rows(metrics)
     width = max(len(name) for name, _ in rows)
@@ -71,7 +74,7 @@ def main(argv=None) -> None:
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     if args.out:
-        write_json_atomic(args.out, {"metrics": metrics, "items": items, "eval_config": eval_cfg})
+        write_json_atomic(args.out, {"metrics": metrics, "items": items, "eval_config": asdict(eval_cfg)})
         print(f"wrote {args.out}")
 
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from debias.config import EvalConfig
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.crows_pairs import evaluate_crows_pairs, load_crows_pairs
@@ -24,32 +25,6 @@ from debias.tokenizer import load_tokenizer
 from debias.evaluate.winobias import evaluate_winobias, load_winobias
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
-
-DEFAULTS: dict[str, Any] = {
-    "device": "auto", "dtype": None, "gelu": None, "batch_size": 16,
-    "bootstrap_samples": 2000, "seed": 1234, "check_pinned": True,
-    "crows_pairs": {"enabled": True, "path": None, "hub_config": None, "split": "test", "bias_type": "gender"},
-    "winobias": {"enabled": True, "path": None, "splits": ["dev", "test"]},
-    "lambada": {"enabled": False, "path": None, "limit": None},
-    "perplexity": {"enabled": False, "stream": None, "rows": None, "window": None},
-    "manipulation": {"enabled": True, "templates": None},
-}
-
-
-def resolve_config(eval_cfg: Mapping | None) -> dict:
-    """A plain dict of every setting: DEFAULTS overlaid with `eval_cfg` (dict or DictConfig)."""
-    if eval_cfg is not None and not isinstance(eval_cfg, dict):
-        from omegaconf import OmegaConf  # Hydra configs
-
-        eval_cfg = OmegaConf.to_container(eval_cfg, resolve=True)
-    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
-    for key, value in (eval_cfg or {}).items():
-        if isinstance(cfg.get(key), dict) and isinstance(value, Mapping):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
-
 
 def load_model(model_folder: str | Path, device: str = "auto", dtype: str | None = None,
                gelu: str | None = None):
@@ -66,56 +41,55 @@ def load_model(model_folder: str | Path, device: str = "auto", dtype: str | None
     return model.eval(), tokenizer, torch.device(device)
 
 
-def evaluate_model(model_folder: str | Path, eval_cfg: Mapping | None = None, *,
+def evaluate_model(model_folder: str | Path, eval_cfg: EvalConfig | None = None, *,
                    progress: bool = True) -> tuple[dict, dict]:
     """Run the configured benchmarks on one model folder -> (metrics, items)."""
-    cfg = resolve_config(eval_cfg)
-    model, tokenizer, device = load_model(model_folder, cfg["device"], cfg["dtype"], cfg["gelu"])
-    scorer = Scorer(model, tokenizer, batch_size=cfg["batch_size"], device=device, progress=progress)
+    cfg = eval_cfg or EvalConfig()
+    model, tokenizer, device = load_model(model_folder, cfg.device, cfg.dtype, cfg.gelu)
+    scorer = Scorer(model, tokenizer, batch_size=cfg.batch_size, device=device, progress=progress)
     return evaluate_with_scorer(scorer, cfg, model_identity={
         "folder": str(model_folder), "gelu": model.config.gelu, "device": str(device),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "parameters": sum(p.numel() for p in model.parameters())})
 
 
-def evaluate_with_scorer(scorer: Scorer, eval_cfg: Mapping | None = None,
+def evaluate_with_scorer(scorer: Scorer, eval_cfg: EvalConfig | None = None,
                          model_identity: dict | None = None) -> tuple[dict, dict]:
     """The benchmarks on an already built scorer (any model callable)."""
-    cfg = resolve_config(eval_cfg)
-    resamples, seed, pinned = int(cfg["bootstrap_samples"]), int(cfg["seed"]), bool(cfg["check_pinned"])
+    cfg = eval_cfg or EvalConfig()
+    resamples, seed, pinned = cfg.bootstrap_samples, cfg.seed, cfg.check_pinned
     metrics: dict[str, Any] = {"model": model_identity or {}}
     items: dict[str, Any] = {}
 
-    section = cfg["crows_pairs"]
-    if section["enabled"]:
-        data = load_crows_pairs(_required(section, "path", "crows_pairs"), section["bias_type"],
-                                section.get("hub_config"), section.get("split", "test"), pinned)
+    section = cfg.crows_pairs
+    if section.enabled:
+        data = load_crows_pairs(_required(section, "path", "crows_pairs"), section.bias_type,
+                                section.hub_config, section.split, pinned)
         metrics["crows_pairs"], items["crows_pairs"] = evaluate_crows_pairs(scorer, data)
-    section = cfg["winobias"]
-    if section["enabled"]:
-        data = load_winobias(_required(section, "path", "winobias"), splits=tuple(section["splits"]),
+    section = cfg.winobias
+    if section.enabled:
+        data = load_winobias(_required(section, "path", "winobias"), splits=tuple(section.splits),
                              check_pinned=pinned)
         metrics["winobias"], items["winobias"] = evaluate_winobias(scorer, data, resamples, seed)
-    section = cfg["lambada"]
-    if section["enabled"]:
-        data = load_lambada(_required(section, "path", "lambada"), section.get("limit"), pinned)
+    section = cfg.lambada
+    if section.enabled:
+        data = load_lambada(_required(section, "path", "lambada"), section.limit, pinned)
         metrics["lambada"], items["lambada"] = evaluate_lambada(scorer, data)
-    section = cfg["perplexity"]
-    if section["enabled"]:
-        rows = section.get("rows")
-        if not rows or len(rows) != 2:
+    section = cfg.perplexity
+    if section.enabled:
+        if not section.rows or len(section.rows) != 2:
             raise UserError("eval.perplexity.rows: set [start, stop] of held-out stream rows")
         metrics["perplexity"], items["perplexity"] = evaluate_stream_perplexity(
-            scorer, _required(section, "stream", "perplexity"), tuple(rows), section.get("window"),
+            scorer, _required(section, "stream", "perplexity"), tuple(section.rows), section.window,
             resamples, seed)
-    section = cfg["manipulation"]
-    if section["enabled"]:
-        metrics["manipulation"], items["manipulation"] = evaluate_manipulation(scorer, section.get("templates"))
+    section = cfg.manipulation
+    if section.enabled:
+        metrics["manipulation"], items["manipulation"] = evaluate_manipulation(scorer, section.templates)
     return metrics, items
 
 
-def _required(section: dict, key: str, name: str):
-    value = section.get(key)
+def _required(section: Any, key: str, name: str):
+    value = getattr(section, key)
     if value in (None, ""):
         raise UserError(f"eval.{name}.{key} is not set; give the data path (or set "
                         f"eval.{name}.enabled=false)")

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from debias.errors import UserError
-from debias.io import atomic_output
+from debias.io import atomic_output, with_default_mode
 from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
 from debias.tokenizer import tokenizer_path
 
@@ -188,6 +188,7 @@ def save_pretrained(model: GPTNeoX, folder: str | Path, tokenizer: str | Path | 
     with atomic_output(folder) as tmp:
         tmp.mkdir()
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+        with_default_mode(tmp / "model.safetensors")  # safetensors writes it 0600
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if tokenizer_file is not None:
             write_tokenizer(tokenizer_file, tmp, model.config)

@@ -63,7 +63,12 @@ def config_from_preset(path: str | Path) -> GPTNeoXConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: model preset not found")
-    preset = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    preset = OmegaConf.load(path)
+    for base in preset.get("defaults", []):  # a -deduped twin extends its base preset (same folder)
+        if base != "_self_":
+            preset = OmegaConf.merge(OmegaConf.load(path.parent / f"{base}.yaml"), preset)
+    # keys a preset leaves out take debias.config.ArchitectureConfig's defaults, which are GPTNeoXConfig's
+    preset = OmegaConf.to_container(preset, resolve=True)
     if not isinstance(preset, dict) or not isinstance(preset.get("architecture"), dict):
         raise UserError(f"{path}: no 'architecture:' block; see conf/model/pythia-70m-deduped.yaml")
     return GPTNeoXConfig.from_dict(preset["architecture"])

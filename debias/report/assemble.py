@@ -50,15 +50,17 @@ def training_summary(train_dir: Path) -> dict:
     return {**summary, "run_dir": str(train_dir), "loss_curve": loss_curve(train_dir)}
 
 
-def paired_comparisons(items: Mapping[str, Mapping]) -> dict:
+def paired_comparisons(items: Mapping[str, Mapping], n_resamples: int = 2000, seed: int = 1234) -> dict:
     """Paired tests on the same items: the treatment against its control and against the
-    untrained baseline (or, for a control-only run, the control against the baseline)."""
+    untrained baseline (or, for a control-only run, the control against the baseline), with
+    `n_resamples` bootstrap resamples from `seed` (the run's eval.bootstrap_samples and eval.seed)."""
     from debias.evaluate import compare_items
 
     pairs = [("treatment", "control"), ("treatment", "baseline")]
     if "treatment" not in items:
         pairs = [("control", "baseline")]
-    return {f"{a}_vs_{b}": compare_items(items[a], items[b]) for a, b in pairs if a in items and b in items}
+    return {f"{a}_vs_{b}": compare_items(items[a], items[b], n_resamples=n_resamples, seed=seed)
+            for a, b in pairs if a in items and b in items}
 
 
 def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapping, comparisons: Mapping,
@@ -74,9 +76,10 @@ def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapp
         "arms": {},
         "comparisons": dict(comparisons),
     }
-    if prepared is not None:
+    if prepared is not None:  # the window the run trained on, not the preset's ratio (start_step may set it)
         window = prepared.window
-        report["run"].update(start_step=window.start_step, end_step=window.end_step, num_steps=window.num_steps)
+        report["run"].update(ratio=window.ratio, start_step=window.start_step, end_step=window.end_step,
+                             num_steps=window.num_steps)
         report["model"], report["data"] = prepared.model, prepared.data
     if rewrite is not None:
         audit, moved = split_volatile({"audit": rewrite.audit, "manifest": rewrite.manifest})

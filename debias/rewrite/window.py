@@ -13,9 +13,10 @@ and a crc32 of its bytes, written after its rows. A killed pass resumes from the
 on its rows and the config, the result is byte-identical to a pass that was never interrupted.
 When all blocks are in, the file is renamed into place: the rows are written once, never copied.
 
-Reuse: a finished pass with the same configuration whose window covers this one (in `out_dir` or in
-a sibling folder of it, which is how the pipeline's cache lays passes out) serves its rows, with
-`first_row` pointing at this window's first row inside it: the 21% pass serves the 7% run. The
+Reuse: a finished pass with the same configuration whose window covers this one (in `out_dir`, or
+one of the folders the caller passes as `reuse`; the pipeline finds them with a cache query) serves
+its rows, with `first_row` pointing at this window's first row inside it: the 21% pass serves the
+7% run. `load_result(out_dir)` reads either kind of finished folder back. The
 audit returned counts this window's rows only (`window_audit`): the pass's blocks that lie inside
 it are summed from `blocks.jsonl` and the partial blocks at its edges are rewritten again in
 memory. Every count equals that of a fresh pass over the window; only `sample` may differ (its
@@ -33,6 +34,7 @@ import zlib
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -113,8 +115,12 @@ def pass_config(source: IndexedStream, tokenizer: str, direction: str, fraction:
 
 def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, fraction: float = 1.0,
                    seed: int = 1234, resolver: str = "rules", workers: int | None = None,
-                   block_rows: int = DEFAULT_BLOCK_ROWS, progress: bool = True) -> RewriteResult:
-    """Rewrite rows [window.start_row, window.end_row) of `source` into `out_dir` (see module doc)."""
+                   block_rows: int = DEFAULT_BLOCK_ROWS, progress: bool = True,
+                   reuse: Iterable[str | os.PathLike] = ()) -> RewriteResult:
+    """Rewrite rows [window.start_row, window.end_row) of `source` into `out_dir` (see module doc).
+
+    `reuse`: folders of finished passes that may cover the window; the first with this
+    configuration that does serves the rows instead of a new pass."""
     direction = lexicon.check_direction(direction)
     fraction = check_fraction(fraction)
     resolver = check_resolver(resolver)
@@ -131,7 +137,7 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     get_tables(tokenizer, direction)  # build once here; forked workers inherit them
     config = pass_config(stream, tokenizer, direction, fraction, seed, resolver)
     key = sha256_json(config)
-    folder = find_reusable(out_dir, key, window)
+    folder = find_reusable(out_dir, key, window, [Path(p) for p in reuse])
     if folder is not None:
         return _reuse(folder, out_dir, window, stream, get_tables(tokenizer, direction), resolver, seed,
                       fraction, progress)
@@ -304,11 +310,9 @@ def _read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def find_reusable(out_dir: Path, key: str, window: Window) -> Path | None:
-    """A finished pass's folder with this config whose rows cover the window: `out_dir` first, then siblings."""
-    candidates = [out_dir] + (sorted(p for p in out_dir.parent.iterdir() if p.is_dir() and p != out_dir)
-                              if out_dir.parent.is_dir() else [])
-    for folder in candidates:
+def find_reusable(out_dir: Path, key: str, window: Window, candidates: list[Path] = ()) -> Path | None:
+    """A finished pass's folder with this config whose rows cover the window: `out_dir` first, then `candidates`."""
+    for folder in [out_dir, *candidates]:
         manifest = _read_manifest(folder)
         if not manifest or manifest.get("config_key") != key or manifest.get("reused_from"):
             continue
@@ -335,6 +339,26 @@ def _reuse(folder: Path, out_dir: Path, window: Window, source: IndexedStream, t
                                                   "window": window.describe()})
         manifest = {**manifest, "reused_for_window": window.describe(), "reused_from": str(folder)}
     return RewriteResult(folder / STREAM_NAME, span[0] - start, manifest, audit)
+
+
+def load_result(out_dir) -> RewriteResult:
+    """The result of a finished `rewrite_window` into `out_dir`: its own pass, or its record of the
+    larger pass that serves it (`reused.json`, with the audit of this window)."""
+    out_dir = Path(out_dir)
+    record_path = out_dir / REUSED_FILE
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        folder = Path(record["reused_from"])
+        manifest = _read_manifest(folder)
+        if manifest is None:
+            raise UserError(f"{out_dir}: reuses the pass in {folder}, which is gone; delete {out_dir} and rerun")
+        manifest = {**manifest, "reused_for_window": record["window"], "reused_from": str(folder)}
+        return RewriteResult(Path(record["stream"]), int(record["first_row"]), manifest,
+                             json.loads((out_dir / "audit.json").read_text()))
+    manifest = _read_manifest(out_dir)
+    if manifest is None:
+        raise UserError(f"{out_dir}: holds no finished pass (no manifest.json); rerun the rewrite")
+    return RewriteResult(out_dir / STREAM_NAME, 0, manifest, json.loads((out_dir / "audit.json").read_text()))
 
 
 def window_audit(folder: Path, rows: tuple[int, int], source: IndexedStream, tables, resolver: str,

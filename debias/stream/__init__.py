@@ -1,7 +1,7 @@
 """The pre-tokenized Pythia training stream: MMIDIDX read/write, steps <-> rows, windows, packing."""
 
 from debias.stream.geometry import Geometry, Window
-from debias.stream.hub import HUB_REPOS, download_stream
+from debias.stream.download import HUB_REPOS, download_stream
 from debias.stream.mmidx import (
     DTYPE_CODES,
     IndexedStream,

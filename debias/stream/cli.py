@@ -188,5 +188,5 @@ def main(argv: list[str] | None = None) -> None:
         if summary["dropped_tokens"]:
             print(f"dropped the last {summary['dropped_tokens']:,} tokens (short of a full row)", file=sys.stderr)
     elif args.command == "download":
-        from debias.stream.hub import download_stream
+        from debias.stream.download import download_stream
         print(download_stream(args.repo, args.local_dir, index_only=args.index_only))

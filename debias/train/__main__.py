@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, json.JSONDecodeError, KeyError) as err:
         raise UserError(f"{args.spec}: not a train_job.json ({err}); write it with debias.train.launch_training") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from debias.train.config import TrainerConfig, TrainJob
     from debias.train.loop import EXIT_DIVERGED, TrainingDiverged, run_training
+
+    job, trainer = TrainJob.from_dict(job), TrainerConfig.from_dict(trainer)  # the file is read once, here
 
     try:
         run_training(job, trainer, args.spec.parent)

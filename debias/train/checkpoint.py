@@ -13,6 +13,7 @@ fingerprint. A run dir claimed by another configuration is refused before anythi
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import shutil
@@ -23,12 +24,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from debias.cache import check_files, file_records
 from debias.errors import UserError
 from debias.io import sha256_json, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 JOB_RECORD = "train_job.json"
 _STEP_DIR = re.compile(r"^step(\d+)$")
+log = logging.getLogger("debias.train")
 
 # Settings that change what is trained. Cadence, logging and launch details are left out, so a run
 # can be resumed with other checkpoint/log settings or extended to a later end_step.
@@ -77,8 +80,19 @@ def checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    found = checkpoint_dirs(run_dir)
-    return found[-1] if found else None
+    """The newest complete checkpoint whose files still match what was saved (a damaged one is
+    skipped with a warning, and training resumes from the one before it, or from the start)."""
+    for step, folder in reversed(checkpoint_dirs(run_dir)):
+        try:
+            recorded = json.loads((folder / "meta.json").read_text()).get("files", {})
+        except ValueError:
+            recorded, problems = {}, ["meta.json: unreadable"]
+        else:
+            problems = check_files(folder, recorded)
+        if not problems:
+            return step, folder
+        log.warning("checkpoint %s is damaged (%s); not resuming from it", folder, problems[0])
+    return None
 
 
 def rng_state() -> dict:
@@ -113,8 +127,9 @@ def save_checkpoint(run_dir: Path, step: int, engine, meta: dict, rank: int, bar
     engine.save(partial, rank)
     torch.save(rng_state(), partial / f"rng_rank{rank}.pt")
     barrier()
-    if rank == 0:
-        write_json_atomic(partial / "meta.json", {**meta, "step": step, "saved_at": time.time()})
+    if rank == 0:  # the files' sizes and hashes (sampled over 1 GiB), re-checked before a resume
+        write_json_atomic(partial / "meta.json", {**meta, "step": step, "saved_at": time.time(),
+                                                  "files": file_records(partial, skip={"meta.json"}, whole=False)})
         if final.exists():  # re-saving the same step (e.g. a job extended past its old end)
             shutil.rmtree(final)
         partial.rename(final)

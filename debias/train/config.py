@@ -9,9 +9,10 @@ Both are plain JSON-able dataclasses, so a launcher can hand them to worker proc
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from debias.errors import UserError
 
@@ -97,54 +98,82 @@ class TrainJob:
 
 
 @dataclass
-class TrainerConfig:
-    """Engine and loop settings (`conf/trainer/default.yaml` documents each key)."""
+class OptimizerConfig:
+    """AdamW as in Pythia's recipe: no weight decay on LayerNorm weights and on biases."""
 
-    engine: str = "torch"                 # torch | deepspeed
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    decay_biases: bool = False            # GPT-NeoX (what Pythia ran) decays no bias; true decays linear biases
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"trainer.optimizer.betas={list(self.betas)!r}: two numbers in [0, 1), e.g. [0.9, 0.95]")
+        if self.eps <= 0 or self.weight_decay < 0:
+            raise UserError(f"trainer.optimizer: eps={self.eps} must be > 0 and weight_decay={self.weight_decay} >= 0")
+
+
+@dataclass
+class TrainerConfig:
+    """How to train: engine and loop settings, the schema of the Hydra group `trainer` (conf/trainer/).
+
+    Every default lives here; conf/trainer/*.yaml only override. Fields in `RESULT_NEUTRAL` change
+    how a run is watched or launched, not what it computes: they stay out of `result_key()`, so a
+    cached arm is reused when only they differ (e.g. trainer.progress=false).
+    """
+
+    engine: str = "torch"                 # torch | deepspeed (see trainer=deepspeed)
+    device: str = "auto"                  # auto (cuda when available) | cpu | cuda | cuda:N
+    precision: str = "auto"               # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp16 (loss scaling) | fp32
     micro_batch: int = 8                  # rows per forward/backward on one process
-    grad_accum: Any = "auto"              # int, or auto = batch_size / (micro_batch * world_size)
-    allow_batch_override: bool = False    # let the global batch differ from the stream geometry
-    checkpoint_every: int = 1000          # steps between checkpoints (one is always written at the end)
-    keep_last: int = 2                    # checkpoints kept in <run_dir>/checkpoints
-    optimizer: dict = field(default_factory=lambda: {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False})
-    grad_clip: float = 1.0
-    adam_warmup_steps: int = 0            # fresh Adam only: zero-lr steps that warm the moments
-    compile: bool = False                 # torch.compile the model (GPU)
+    grad_accum: Any = "auto"              # auto = batch_size / (micro_batch * world_size); must divide exactly
+    allow_batch_override: bool = False    # let micro_batch*grad_accum*world_size differ from the batch (logged loudly)
+    checkpoint_every: int = 1000          # steps between resumable checkpoints (one is always written at the end)
+    keep_last: int = 2                    # resumable checkpoints kept in <run_dir>/checkpoints
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    grad_clip: float = 1.0                # global gradient-norm clipping (0: none)
+    # fresh Adam only: N zero-lr steps on the window's first N batches warm the moments, then training
+    # starts at the window start (the batches are re-used, so every arm still trains on each row once)
+    adam_warmup_steps: int = 0
+    compile: bool = False                 # torch.compile the model
     activation_checkpointing: bool = False
     log_every: int = 1                    # steps between metrics.jsonl lines
-    tensorboard: bool = True              # also log to <run_dir>/tensorboard when installed
-    peak_tflops: Any = "auto"             # device peak for MFU; auto = known GPUs, none on CPU
-    deterministic: Any = "auto"           # torch deterministic algorithms (auto: on for CPU)
+    tensorboard: bool = True              # also log to <run_dir>/tensorboard when tensorboard is installed
+    peak_tflops: Any = "auto"             # device peak for MFU: auto = known GPUs (H100/H200/A100 dense bf16), none on CPU
+    deterministic: Any = "auto"           # deterministic torch algorithms: auto = on for CPU
     progress: bool = True                 # tqdm progress bar
-    check_token_ids: bool = True          # scan the window's ids against the model's vocabulary first
-    # DeepSpeed (engine: deepspeed) and multi-process launch
-    zero_stage: int = 1
-    nproc_per_node: int = 1
+    check_token_ids: bool = True          # first scan the window's ids against the vocabulary (~1 min per 100 GB)
+    # DeepSpeed (engine: deepspeed) and multi-process launch (torch with nproc_per_node > 1 goes through torchrun)
+    zero_stage: int = 1                   # 1 (Pythia's recipe), 2 or 3
+    nproc_per_node: int = 1               # processes (GPUs) per node
     nnodes: int = 1
-    hostfile: str | None = None
+    hostfile: str | None = None           # DeepSpeed hostfile ("host slots=N" lines) for several nodes (launcher: deepspeed)
     launcher: str = "torchrun"            # torchrun | deepspeed
     master_port: int | None = None        # None: a free port
-    deepspeed: dict = field(default_factory=dict)  # extra keys merged into the DeepSpeed config
+    # extra DeepSpeed config keys, merged last, e.g. {zero_optimization: {overlap_comm: true}}
+    deepspeed: dict = field(default_factory=dict)
+
+    # Watching and launching, not computing: left out of result_key().
+    RESULT_NEUTRAL: ClassVar[frozenset[str]] = frozenset({
+        "checkpoint_every", "keep_last", "log_every", "tensorboard", "peak_tflops", "progress",
+        "check_token_ids", "hostfile", "launcher", "master_port"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optimizer, Mapping):  # e.g. read back from a train_job.json
+            self.optimizer = OptimizerConfig(**_known_fields(OptimizerConfig, self.optimizer, "trainer.optimizer"))
+        self.validate()
 
     @classmethod
-    def from_any(cls, cfg: "TrainerConfig | Mapping | None") -> "TrainerConfig":
-        """From a TrainerConfig, a dict or an OmegaConf node (e.g. the Hydra `trainer` group)."""
-        if cfg is None:
-            return cls()
-        if isinstance(cfg, cls):
-            return cfg
-        if not isinstance(cfg, Mapping):  # OmegaConf DictConfig
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        config = cls(**_known_fields(cls, cfg, "trainer config"))
-        config.validate()
-        return config
+    def from_dict(cls, data: Mapping) -> "TrainerConfig":
+        """Read back from `to_dict()` (the trainer record in train_job.json)."""
+        return cls(**_known_fields(cls, data, "trainer config"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def result_key(self) -> dict:
+        """The settings that determine the trained weights (a cache key): all but RESULT_NEUTRAL."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RESULT_NEUTRAL}
 
     def validate(self) -> None:
         choices = {"engine": ("torch", "deepspeed"), "precision": ("auto", "bf16", "fp16", "fp32"),
@@ -153,7 +182,7 @@ class TrainerConfig:
             if getattr(self, key) not in allowed:
                 raise UserError(f"trainer.{key}={getattr(self, key)!r}: not one of {list(allowed)}")
         for key in ("micro_batch", "checkpoint_every", "keep_last", "log_every", "nproc_per_node", "nnodes"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise UserError(f"trainer.{key}={getattr(self, key)!r}: must be a positive integer")
         if self.grad_accum != "auto" and (not isinstance(self.grad_accum, int) or self.grad_accum < 1):
             raise UserError(f"trainer.grad_accum={self.grad_accum!r}: must be a positive integer or 'auto'")
@@ -166,8 +195,10 @@ class TrainerConfig:
 
 
 def _known_fields(cls, data: Mapping, what: str) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(f"{what}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(near)}?" if near else f"allowed: {', '.join(sorted(names))}"
+            raise UserError(f"{what}: unknown key {key!r}; {hint}")
     return dict(data)

@@ -24,14 +24,14 @@ from debias.train.loop import EXIT_DIVERGED, TrainingDiverged, free_port, run_tr
 log = logging.getLogger("debias.train")
 
 
-def launch_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".") -> dict:
+def launch_training(job: TrainJob, trainer_cfg: TrainerConfig | None = None, run_dir: str | Path = ".") -> dict:
     """Run `job` and return its summary (also in `<run_dir>/summary.json`).
 
     engine torch, or deepspeed with one process on one node: runs here, in-process.
     Otherwise spawns `torchrun --nproc_per_node N [--nnodes M ...] -m debias.train SPEC` (or
     `deepspeed [--hostfile H] --module debias.train SPEC`) and waits for it.
     """
-    cfg = TrainerConfig.from_any(trainer_cfg)
+    cfg = trainer_cfg or TrainerConfig()
     run_dir = Path(run_dir)
     if cfg.engine == "torch" or (cfg.world_size == 1 and not cfg.hostfile):
         if cfg.engine == "torch" and cfg.world_size > 1:

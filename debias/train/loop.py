@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
 
 
-def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
+def run_training(job: TrainJob, trainer_cfg: TrainerConfig | None = None, run_dir: str | Path = ".",
                  on_batch: Callable | None = None) -> dict:
     """Train `job` in this process (one rank of a launch when torchrun/deepspeed env vars are set).
 
@@ -56,9 +57,7 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
 
 def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
     started = time.time()
-    cfg = TrainerConfig.from_any(trainer_cfg)
-    if isinstance(job, dict):
-        job = TrainJob.from_dict(job)
+    cfg = trainer_cfg or TrainerConfig()
     run_dir = Path(run_dir)
     check_job(job, cfg)
     rank, local_rank, world_size = init_distributed(cfg)
@@ -94,8 +93,7 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
     if resume is None and job.start_step in save_hf_steps:  # e.g. step0 of a pretraining, before any wrapping
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    opt_cfg = {"betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "decay_biases": False, **cfg.optimizer}
-    optimizer = build_optimizer(model, **opt_cfg, fused=device.type == "cuda")  # one fused kernel per step on GPU
+    optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optimizer), fused=device.type == "cuda")  # one fused kernel per step on GPU
     if cfg.engine == "deepspeed":
         if job.optimizer_state:
             raise UserError("optimizer_state with trainer.engine=deepspeed: not supported (ZeRO re-partitions the "

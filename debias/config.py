@@ -1,0 +1,461 @@
+"""The settings of a run: one dataclass per Hydra config group, the schema Hydra checks them against.
+
+    model         ModelConfig          conf/model/*.yaml
+    data          StreamDataConfig     conf/data/pile-*.yaml   (a pre-tokenized Pythia stream)
+                  DemoDataConfig       conf/data/demo.yaml     (the embedded miniature suite, debias.demo)
+    intervention  InterventionConfig   conf/intervention/*.yaml
+    trainer       TrainerConfig        conf/trainer/*.yaml     (debias.train.config)
+    eval          EvalConfig           conf/eval/*.yaml
+    (root)        RunConfig            conf/config.yaml        seed, cache_dir, threads
+
+Every default and every check of a setting lives here, once: the YAML presets only override, and
+constructing a dataclass validates it (`__post_init__`), so `to_run_config(cfg)` hands the library
+checked, typed objects. Unknown keys and wrongly typed values are refused by Hydra while it
+composes (debias.app turns its page of text into one line), and by `to_run_config` when they were
+added with `+key=value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+from debias.cache import DEFAULT_DIR as DEFAULT_CACHE_DIR, ENV_VAR as CACHE_DIR_ENV
+from debias.errors import UserError
+from debias.model.gpt_neox import GPTNeoXConfig
+from debias.rewrite.lexicon import DIRECTIONS as REWRITE_DIRECTIONS
+from debias.rewrite.resolvers import RESOLVERS
+from debias.stream.geometry import Geometry
+from debias.train.config import OptimizerConfig, TrainerConfig
+
+
+def _positive_int(setting: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{setting}={value!r}: must be a positive integer")
+
+
+def _one_of(setting: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise UserError(f"{setting}={value!r}: not one of {', '.join(map(str, allowed))}")
+
+
+# ---- model --------------------------------------------------------------------------------------
+
+@dataclass
+class ArchitectureConfig:
+    """The GPT-NeoX shape (debias.model.GPTNeoXConfig keys). The defaults are what every Pythia
+    size shares; a preset sets its size."""
+
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    intermediate_size: int = MISSING          # 4 x hidden_size in every Pythia size
+    vocab_size: int = GPTNeoXConfig.vocab_size  # embedding rows: the tokenizer's 50,277 ids padded
+    rotary_pct: float = GPTNeoXConfig.rotary_pct  # rotary on the first quarter of each head's dimensions
+    rotary_base: int = int(GPTNeoXConfig.rotary_base)
+    max_position_embeddings: int = GPTNeoXConfig.max_position_embeddings
+    gelu: str = GPTNeoXConfig.gelu            # Pythia trained with tanh GELU; 'exact' is what transformers evaluates
+    use_parallel_residual: bool = GPTNeoXConfig.use_parallel_residual
+
+    def __post_init__(self) -> None:
+        GPTNeoXConfig.from_dict(dataclasses.asdict(self))  # the model's own checks (heads, rotary, gelu)
+
+
+@dataclass
+class ModelConfig:
+    """Which model: a Pythia size on the hub, a local copy of its checkpoints, or the demo's."""
+
+    name: str = MISSING
+    hub_repo: Optional[str] = None            # Hugging Face repository; checkpoint for step N = revision step<N>
+    # A local Hugging Face folder instead of the hub; may contain {step}. On the command line quote
+    # the value for Hydra: 'model.checkpoint="/ckpt/pythia-70m/step{step}"'.
+    checkpoint: Optional[str] = None
+    architecture: ArchitectureConfig = MISSING
+    peak_lr: float = MISSING                  # Pythia's peak learning rate for this size; floor 0.1 x peak
+
+    def __post_init__(self) -> None:
+        if not self.peak_lr > 0:
+            raise UserError(f"model.peak_lr={self.peak_lr}: must be > 0 (Pythia: 1e-3 for 70m ... 1.2e-4 for 12b)")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+@dataclass
+class GeometryConfig:
+    """Which rows each step reads (debias.stream.Geometry): step s reads rows [s*batch_size, (s+1)*batch_size)."""
+
+    batch_size: int = Geometry.batch_size                    # rows per step (Pythia: 1024)
+    row_length: int = Geometry.row_length                    # tokens per row: 2048 inputs + 1 shifted label
+    total_steps: int = Geometry.total_steps                  # 7% window = steps 133000..143000, 21% = 113000..143000
+    checkpoint_interval: int = Geometry.checkpoint_interval  # window starts round to this grid (Pythia's stepN checkpoints)
+
+    def __post_init__(self) -> None:
+        self.to_geometry()  # the stream library's checks
+
+    def to_geometry(self) -> Geometry:
+        return Geometry(**dataclasses.asdict(self))
+
+
+@dataclass
+class DataConfig:
+    """What every data source has: a name, the stream and tokenizer, the training geometry."""
+
+    name: str = MISSING
+    stream: Optional[str] = None              # prefix of the .idx and its .bin shards
+    tokenizer: Optional[str] = None           # tokenizer.json the stream was made with
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+
+
+@dataclass
+class StreamDataConfig(DataConfig):
+    """A pre-tokenized Pythia stream read in place (conf/data/pile-*.yaml)."""
+
+    hub_repo: Optional[str] = None            # the dataset `python -m debias.stream download` fetches
+    # Rows for held-out perplexity (Window.heldout_rows): the rows after the window's end, which no
+    # arm trains on; when the stream holds fewer, the rows just before its start, which every arm
+    # saw alike up to the checkpoint (a fair paired comparison, not unseen text). Used when
+    # eval.perplexity.enabled and eval.perplexity.stream is unset.
+    heldout_rows: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.stream:
+            fetch = f"python -m debias.stream download {self.hub_repo or 'deduped'} DIR"
+            raise UserError(f"data.stream is required: the prefix of document.idx and its .bin shards for "
+                            f"data={self.name} (fetch them with `{fetch}`, then pass data.stream=DIR/document)")
+        if not self.tokenizer:
+            raise UserError(f"data.tokenizer is required for data={self.name}: the tokenizer.json the stream was made with")
+        _positive_int("data.heldout_rows", self.heldout_rows)
+
+
+@dataclass
+class DemoTokenizerConfig:
+    vocab_size: int = 2000                    # byte-level BPE ids (model.architecture.vocab_size pads them)
+    train_documents: int = 3000               # documents the BPE is learned from
+
+
+@dataclass
+class DemoProbesConfig:
+    winobias_lines_per_file: int = 200        # x 8 files (pro/anti x type1/type2 x dev/test)
+    crows_pairs_frames_per_occupation: int = 8  # x 40 occupations = 320 pairs
+
+
+@dataclass
+class DemoConfig:
+    """The embedded miniature Pythia suite (debias.demo.build_demo_suite), built once per setting."""
+
+    seed: int = 1234                          # corpus, probes and pretraining
+    tokenizer: DemoTokenizerConfig = field(default_factory=DemoTokenizerConfig)
+    heldout_rows: int = 64                    # rows of a separately seeded corpus after the training rows (perplexity)
+    probes: DemoProbesConfig = field(default_factory=DemoProbesConfig)
+    # torch CPU threads while pretraining (None = torch's default): one is as fast for a model this
+    # small, and far faster on a shared machine, where idle OpenMP threads spin against other jobs.
+    threads: Optional[int] = 1
+    # TrainerConfig overrides for pretraining the suite
+    pretrain: dict[str, Any] = field(default_factory=lambda: {"micro_batch": 16, "device": "cpu"})
+    # What the suite is built for; conf/data/demo.yaml points them at the run's own settings.
+    geometry: Any = None                      # GeometryConfig: ${data.geometry}
+    model: Any = None                         # ModelConfig (its architecture and peak_lr): ${model}
+    cache_dir: Optional[str] = None           # ${cache_dir}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"data.demo.seed={self.seed!r}: must be an integer >= 0")
+        _positive_int("data.demo.heldout_rows", self.heldout_rows)
+        _positive_int("data.demo.tokenizer.vocab_size", self.tokenizer.vocab_size)
+        _positive_int("data.demo.tokenizer.train_documents", self.tokenizer.train_documents)
+        _positive_int("data.demo.probes.winobias_lines_per_file", self.probes.winobias_lines_per_file)
+        _positive_int("data.demo.probes.crows_pairs_frames_per_occupation", self.probes.crows_pairs_frames_per_occupation)
+        if self.threads is not None:
+            _positive_int("data.demo.threads", self.threads)
+        self.pretrain_trainer()  # unknown or bad trainer overrides fail now, not after the corpus is built
+        if not isinstance(self.geometry, GeometryConfig):
+            raise UserError("data.demo.geometry: not set; conf/data/demo.yaml sets geometry: ${data.geometry}")
+        if not isinstance(self.model, ModelConfig):
+            raise UserError("data.demo.model: needs the model preset's `architecture` and `peak_lr` "
+                            "(conf/data/demo.yaml sets model: ${model}; use model=pythia-demo)")
+        self._check_fits()
+
+    def pretrain_trainer(self, **fixed: Any) -> TrainerConfig:
+        """The TrainerConfig that pretrains the suite: `pretrain` overrides, then `fixed` ones."""
+        for key in self.pretrain:
+            if key not in {f.name for f in dataclasses.fields(TrainerConfig)}:
+                raise UserError(unknown_key_line(f"data.demo.pretrain.{key}", TrainerConfig).replace(
+                    "did you mean data.demo.pretrain.", "did you mean trainer setting "))
+        return TrainerConfig(**{**self.pretrain, **fixed})
+
+    def _check_fits(self) -> None:
+        from debias.stream import Window
+
+        geometry = self.geometry.to_geometry()
+        for ratio in (0.07, 0.21):  # the study's two windows must start on a saved checkpoint
+            window = Window.from_ratio(geometry, ratio)
+            if abs(window.ratio - ratio) > 1e-9:
+                raise UserError(f"data.geometry: the {ratio:.0%} window rounds to {window.num_steps} of "
+                                f"{geometry.total_steps} steps ({window.ratio:.2%}); choose total_steps and "
+                                f"checkpoint_interval so that {ratio} x total_steps is a multiple of the "
+                                f"interval (e.g. 1000 and 10)")
+        architecture = self.model.architecture
+        if self.tokenizer.vocab_size > architecture.vocab_size:
+            raise UserError(f"data.demo.tokenizer.vocab_size={self.tokenizer.vocab_size}: larger than the "
+                            f"model's vocab_size {architecture.vocab_size}; lower it or raise "
+                            f"model.architecture.vocab_size")
+        if geometry.row_length - 1 > architecture.max_position_embeddings:
+            raise UserError(f"model.architecture.max_position_embeddings={architecture.max_position_embeddings}: "
+                            f"shorter than the demo rows ({geometry.row_length - 1} inputs); raise it")
+
+
+@dataclass
+class DemoDataConfig(DataConfig):
+    """The demo: the suite supplies the stream, the tokenizer and the checkpoints (conf/data/demo.yaml)."""
+
+    demo: DemoConfig = MISSING
+
+
+# ---- intervention -------------------------------------------------------------------------------
+
+DIRECTIONS = (*REWRITE_DIRECTIONS, "none")  # none = the control arm alone
+
+
+@dataclass
+class InterventionConfig:
+    """Rewrite the last `ratio` of training (start rounded to the checkpoint grid) in `direction`."""
+
+    direction: str = MISSING                  # m2f | f2m | swap | none (control only: the same job on untouched rows)
+    ratio: float = 0.07                       # 0.07 -> Pythia step 133000; 0.21 -> step 113000
+    start_step: Optional[int] = None          # set to start at an explicit step instead of a ratio
+    fraction: float = 1.0                     # share of the window's rows rewritten (chosen reproducibly from seed)
+    seed: int = 1234
+    resolver: str = "rules"                   # ambiguous his/her: rules | spacy | learned
+    workers: Optional[int] = None             # rewrite processes (None: all cores)
+    block_rows: int = 4096                    # rows per block: the unit of parallel work and of resuming after a kill
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise UserError(f"intervention.direction={self.direction}: unknown; allowed: {', '.join(DIRECTIONS)}")
+        if self.start_step is None and not 0 < self.ratio < 1:
+            raise UserError(f"intervention.ratio={self.ratio}: must be strictly between 0 and 1 "
+                            "(e.g. 0.07 or 0.21), or set intervention.start_step")
+        if self.start_step is not None and self.start_step < 0:
+            raise UserError(f"intervention.start_step={self.start_step}: must be a step >= 0 on the checkpoint grid")
+        if not 0 <= self.fraction <= 1:
+            raise UserError(f"intervention.fraction={self.fraction}: must be in [0, 1]")
+        _one_of("intervention.resolver", self.resolver, tuple(RESOLVERS))
+        if self.workers is not None:
+            _positive_int("intervention.workers", self.workers)
+        _positive_int("intervention.block_rows", self.block_rows)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+EVAL_DTYPES = ("float32", "bfloat16", "float64")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass
+class CrowsPairsConfig:
+    enabled: bool = True
+    path: Optional[str] = None                # crows_pairs_anonymized.csv, or a hub name such as nyu-mll/crows_pairs
+    hub_config: Optional[str] = None          # e.g. "english" for BigScienceBiasEval/crows_pairs_multilingual
+    split: str = "test"                       # hub copies only
+    bias_type: Optional[str] = "gender"       # None = every bias type
+
+
+@dataclass
+class WinoBiasConfig:
+    enabled: bool = True
+    path: Optional[str] = None                # folder of the 8 bracket files, or uclanlp/wino_bias
+    splits: list[str] = field(default_factory=lambda: ["dev", "test"])
+
+    def __post_init__(self) -> None:
+        if not self.splits or not set(self.splits) <= {"dev", "test"}:
+            raise UserError(f"eval.winobias.splits={list(self.splits)}: choose from [dev, test]")
+
+
+@dataclass
+class LambadaConfig:
+    enabled: bool = True
+    path: Optional[str] = None                # lambada_test.jsonl (OpenAI's version)
+    limit: Optional[int] = None               # first N passages only (None = all 5,153)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            _positive_int("eval.lambada.limit", self.limit)
+
+
+@dataclass
+class PerplexityConfig:
+    """Held-out stream rows; the pipeline fills the unset ones from data.* and the window."""
+
+    enabled: bool = False
+    stream: Optional[str] = None
+    rows: Optional[list[int]] = None          # [start, stop)
+    window: Optional[int] = None              # tokens per scored window (None = the model's context)
+
+    def __post_init__(self) -> None:
+        if self.rows is not None and not (len(self.rows) == 2 and 0 <= self.rows[0] < self.rows[1]):
+            raise UserError(f"eval.perplexity.rows={list(self.rows)}: must be [start, stop) with 0 <= start < stop")
+        if self.window is not None and (isinstance(self.window, bool) or self.window < 2):
+            raise UserError(f"eval.perplexity.window={self.window}: must be at least 2 tokens (or null)")
+
+
+@dataclass
+class ManipulationConfig:
+    enabled: bool = True
+    templates: Optional[list[str]] = None     # None = the bundled neutral templates (debias.evaluate.DEFAULT_TEMPLATES)
+
+
+@dataclass
+class EvalConfig:
+    """Which benchmarks, on which data, scored how (debias.evaluate.evaluate_model)."""
+
+    device: str = "auto"                      # auto = cuda when available, else cpu
+    # weights dtype: None (float32) | bfloat16 | float64; CUDA forwards run under bf16 autocast
+    dtype: Optional[str] = None
+    # None = the folder's config.json (transformers: exact); "tanh" = as Pythia trained
+    gelu: Optional[str] = None
+    batch_size: int = 32                      # sequences per forward pass
+    bootstrap_samples: int = 2000             # bootstrap resamples for every interval and paired test
+    seed: int = 1234                          # bootstrap seed
+    check_pinned: bool = True                 # warn when a data file's sha256 differs from the original release's
+    crows_pairs: CrowsPairsConfig = field(default_factory=CrowsPairsConfig)
+    winobias: WinoBiasConfig = field(default_factory=WinoBiasConfig)
+    lambada: LambadaConfig = field(default_factory=LambadaConfig)
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    manipulation: ManipulationConfig = field(default_factory=ManipulationConfig)
+
+    def __post_init__(self) -> None:
+        if not DEVICE_PATTERN.fullmatch(str(self.device)):
+            raise UserError(f"eval.device={self.device}: not a device; use auto, cpu, cuda or cuda:N")
+        if self.dtype is not None:
+            _one_of("eval.dtype", self.dtype, EVAL_DTYPES)
+        if self.gelu is not None:
+            _one_of("eval.gelu", self.gelu, ("tanh", "exact"))
+        _positive_int("eval.batch_size", self.batch_size)
+        _positive_int("eval.bootstrap_samples", self.bootstrap_samples)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+@dataclass
+class RunConfig:
+    """The root of conf/config.yaml: the five groups and what every stage shares."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING                # StreamDataConfig or DemoDataConfig, chosen by the preset
+    intervention: InterventionConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 1234                          # training (data order is the stream's own)
+    # Content-addressed cache shared by every run and sweep job (demo suite, rewrites, trained arms,
+    # evaluations); see debias.cache.
+    cache_dir: str = f"${{oc.env:{CACHE_DIR_ENV},{DEFAULT_CACHE_DIR}}}"
+    # torch CPU threads per job (None = torch's default); sweeps set 1 so parallel jobs share the cores.
+    threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        if not isinstance(self.data, DemoDataConfig) and not (self.model.checkpoint or self.model.hub_repo):
+            raise UserError(f"model={self.model.name}: neither model.hub_repo nor model.checkpoint is set; "
+                            f"pass 'model.checkpoint=\"DIR/step{{step}}\"' (a local Hugging Face folder per step)")
+
+    @property
+    def demo(self) -> Optional[DemoConfig]:
+        """The demo suite's settings, or None for a real stream."""
+        return self.data.demo if isinstance(self.data, DemoDataConfig) else None
+
+
+def as_dict(config: Any) -> dict:
+    """A dataclass config as plain data (for reports, cache keys and config.yaml)."""
+    return dataclasses.asdict(config)
+
+
+# ---- reading Hydra's composed config --------------------------------------------------------------------------------------
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (conf/config.yaml and conf/data/*.yaml name
+    it). Call before Hydra composes conf/."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="debias_schema", node=RunConfig)
+    store.store(group="schema/data", name="stream", node=StreamDataConfig)
+    store.store(group="schema/data", name="demo", node=DemoDataConfig)
+
+
+def to_config(node: Any, expected: type, path: str = "") -> Any:
+    """A composed Hydra config node (at `path`, e.g. "eval.") as its checked, typed dataclass."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    _refuse_unknown_keys(node, path)
+    try:
+        config = OmegaConf.to_object(node)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", "") or "a setting"
+        raise UserError(f"{key}: required and not set; pass {key}=VALUE or pick a preset that sets it") from None
+    except OmegaConfBaseException as err:
+        raise UserError(one_line(err)) from None
+    if not isinstance(config, expected):
+        raise UserError(f"expected {expected.__name__} settings, got {type(config).__name__}; compose conf/config.yaml")
+    return config
+
+
+def _refuse_unknown_keys(node: Any, path: str = "") -> None:
+    """Keys a dataclass does not declare (Hydra lets `+key=value` add them) are refused, not ignored."""
+    from omegaconf import DictConfig
+
+    kind = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+    for key in node.keys():
+        if declared is not None and key not in declared:
+            raise UserError(unknown_key_line(f"{path}{key}", kind))
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue  # an interpolation points at a node checked in its own place
+        if isinstance(node[key], DictConfig):
+            _refuse_unknown_keys(node[key], f"{path}{key}.")
+
+
+def to_run_config(cfg: Any) -> RunConfig:
+    """The composed conf/config.yaml (without Hydra's own `hydra` node) as a checked RunConfig."""
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return to_config(cfg, RunConfig)
+
+
+def unknown_key_line(full_key: str, object_type: Any, parent_node: Any = None) -> str:
+    """`<key>: unknown setting; did you mean <the nearest declared keys>?` (one line)."""
+    parent, _, key = full_key.rpartition(".")
+    where = f"{parent}." if parent else ""
+    if not dataclasses.is_dataclass(object_type):  # a free-form mapping such as data.demo.pretrain
+        held = ", ".join(map(str, parent_node.keys())) if hasattr(parent_node, "keys") else "other keys"
+        return (f"{full_key}: not a key of {parent or 'the root'} (it holds {held}); "
+                f"a new key is added with +{full_key}=VALUE")
+    valid = [f.name for f in dataclasses.fields(object_type)]
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if near:
+        hint = "did you mean " + " or ".join(f"{where}{name}" for name in near) + "?"
+    else:
+        hint = f"valid keys of {parent or 'the root'}: {', '.join(valid)}"
+    return f"{full_key}: unknown setting; {hint}"
+
+
+def schema_class(name: str) -> Optional[type]:
+    """The schema dataclass called `name` (Hydra names it only in the text of a preset's error)."""
+    classes = [value for value in globals().values() if isinstance(value, type) and dataclasses.is_dataclass(value)]
+    return next((cls for cls in [*classes, OptimizerConfig] if cls.__name__ == name), None)
+
+
+def one_line(err: BaseException) -> str:
+    """An OmegaConf/Hydra message on one line, without its object_type/search-path trailers."""
+    keep = []
+    for line in str(err).splitlines():
+        line = line.strip()
+        if not line or line.startswith(("object_type=", "reference_type=", "Config search path", "provider=")):
+            continue
+        keep.append(line)
+    return " ".join(keep) or type(err).__name__

@@ -1,0 +1,272 @@
+"""The intervention pipeline as library functions, one per stage, chained by `run`:
+
+    prepare   the checkpoint at the window start S, the stream, the tokenizer; check they fit
+    rewrite   the window's rows, pronouns rewritten (debias.rewrite), audited
+    train     treatment (rewritten rows) and control (the same rows untouched), same seeds
+    evaluate  baseline (checkpoint S, untrained), control and treatment (debias.evaluate)
+    report    metrics with intervals, paired tests, report.{json,md,html} (debias.report)
+
+Each stage takes the checked, typed run configuration (debias.config.RunConfig), the cache
+(debias.cache.Cache) and what the earlier stages returned. Every expensive result (demo suite,
+rewrite, trained arm, evaluation) is a cache entry keyed by what determines it, so the parallel
+jobs of a sweep share the baseline evaluation and each ratio's control, and a rewrite pass over
+the 21% window serves the 7% runs (a cache query for a finished pass that covers the window).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from debias.cache import Cache, Entry
+from debias.config import EvalConfig, RunConfig, as_dict
+from debias.errors import UserError
+from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from debias.stream import Geometry, IndexedStream, Window
+
+ARMS = ("baseline", "control", "treatment")
+STREAM_CONTENT = ("index_sha256", "index_bytes", "rows", "dtype", "row_length")  # what a stream *is*
+
+
+@dataclass
+class Prepared:
+    """What the prepare stage resolved: everything later stages read."""
+
+    geometry: Geometry
+    window: Window                # the steps the arms train on; the report is labelled with it
+    checkpoint: Path              # Hugging Face folder of the model at the window start
+    stream: str                   # prefix of the full training stream
+    source: IndexedStream         # that stream, opened (its identity is hashed once)
+    tokenizer: str                # tokenizer.json
+    eval_config: EvalConfig       # with the demo probes / held-out rows and the activation filled in
+    model: dict                   # identity for the report
+    data: dict                    # identity and checksums for the report
+
+
+# ---- prepare ------------------------------------------------------------------------------------
+
+def check_devices(config: RunConfig) -> None:
+    """A CUDA device asked for on a machine without one fails now, not after hours of rewriting."""
+    import torch
+
+    for setting, device in (("trainer.device", config.trainer.device), ("eval.device", config.eval.device)):
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"{setting}={device}: no CUDA device is visible on this machine; use {setting}=cpu (or auto)")
+
+
+def eval_file_checksums(eval_config: EvalConfig) -> dict:
+    """sha256 of each enabled benchmark's data file (or of a folder's files) named by `<section>.path`."""
+    sums = {}
+    for section, settings in sorted(asdict(eval_config).items()):
+        path = Path(settings["path"]) if isinstance(settings, dict) and settings.get("path") else None
+        if path is None or not path.exists() or not settings.get("enabled", True):
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        sums[section] = sha256_json({str(f.relative_to(path) if path.is_dir() else f.name): sha256_file(f) for f in files})
+    return sums
+
+
+def prepare(config: RunConfig, cache: Cache) -> Prepared:
+    check_devices(config)
+    iv, eval_config = config.intervention, config.eval
+    if config.demo is not None:  # the embedded miniature Pythia suite
+        from debias.demo import build_demo_suite
+
+        suite = build_demo_suite(config.demo, cache.root)  # built once per demo configuration
+        geometry = Geometry.from_config(suite.geometry)
+        window = Window.from_config(geometry, iv.ratio, iv.start_step)
+        checkpoint, stream, tokenizer = suite.checkpoint(window.start_step), str(suite.stream), str(suite.tokenizer)
+        eval_config = suite.eval_config(eval_config)
+        source = f"demo suite {suite.key}"
+    else:
+        from debias.model import resolve_checkpoint
+
+        geometry = config.data.geometry.to_geometry()
+        window = Window.from_config(geometry, iv.ratio, iv.start_step)
+        source = config.model.checkpoint or config.model.hub_repo
+        checkpoint = Path(resolve_checkpoint(source, window.start_step))
+        stream, tokenizer = str(config.data.stream), str(config.data.tokenizer)
+
+    # One activation for every arm: Pythia trained with tanh GELU, while a Hugging Face config.json
+    # says exact; the preset decides (eval.gelu may still override) and the report records it.
+    eval_config = replace(eval_config, gelu=eval_config.gelu or config.model.architecture.gelu)
+
+    # Fit checks before heavy work: rows long enough for the window, ids inside the vocabulary.
+    opened = IndexedStream(stream)
+    window.check_fits(opened)
+    if eval_config.perplexity.enabled and not eval_config.perplexity.stream:  # a real stream's held-out rows
+        rows, _ = window.heldout_rows(config.data.heldout_rows, len(opened))
+        eval_config = replace(eval_config, perplexity=replace(eval_config.perplexity, stream=stream,
+                                                              rows=[rows.start, rows.stop]))
+    model_config = json.loads((checkpoint / "config.json").read_text())
+    from debias.tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(tokenizer).get_vocab_size()
+    if model_config.get("vocab_size", vocab) < vocab:
+        raise UserError(f"{checkpoint}: vocab_size {model_config['vocab_size']} is smaller than the tokenizer's "
+                        f"{vocab} ids ({tokenizer}); pick the matching model preset")
+    stream_identity = opened.identity()
+    model = {"name": config.model.name, "source": str(source), "checkpoint": str(checkpoint),
+             "step": window.start_step, "architecture": model_config}
+    data = {"stream": stream_identity, "tokenizer": tokenizer, "tokenizer_sha256": sha256_file(tokenizer),
+            "eval_files": eval_file_checksums(eval_config), "window": window.describe()}
+    # What the data *are*, not where they lie: runs on the same data in other folders compare.
+    data["checksum"] = sha256_json({"stream": {k: v for k, v in stream_identity.items() if k in STREAM_CONTENT},
+                                    "tokenizer": data["tokenizer_sha256"], "eval": data["eval_files"]})[:16]
+    return Prepared(geometry, window, checkpoint, stream, opened, tokenizer, eval_config, model, data)
+
+
+# ---- rewrite ------------------------------------------------------------------------------------
+
+def rewrite(config: RunConfig, prepared: Prepared, cache: Cache):
+    """The treatment's rows (a debias.rewrite.RewriteResult); None for a control-only run.
+
+    The entry's key is the pass configuration (debias.rewrite.window.pass_config: the source's
+    content, tokenizer, direction, fraction, seed, resolver) and the window's rows. A finished
+    entry of the same configuration whose rows cover the window serves it; one lock per
+    configuration makes a 7% job wait for a running 21% pass, then reuse it.
+    """
+    iv = config.intervention
+    if iv.direction == "none":
+        return None
+    from debias.rewrite import rewrite_window
+    from debias.rewrite.window import load_result, pass_config
+
+    settings = pass_config(prepared.source, prepared.tokenizer, iv.direction, iv.fraction, iv.seed, iv.resolver)
+    rows = [prepared.window.start_row, prepared.window.end_row]
+
+    def covers(key: Any) -> bool:
+        return (isinstance(key, dict) and key.get("pass") == settings and key["rows"] != rows
+                and key["rows"][0] <= rows[0] and rows[1] <= key["rows"][1])
+
+    def build(folder: Path) -> list[Entry]:
+        larger = sorted(cache.find("rewrite", covers), key=lambda e: e.key()["rows"][1] - e.key()["rows"][0])
+        result = rewrite_window(prepared.source, prepared.window, folder, prepared.tokenizer, iv.direction,
+                                fraction=iv.fraction, seed=iv.seed, resolver=iv.resolver, workers=iv.workers,
+                                block_rows=iv.block_rows, reuse=[e.folder for e in larger])
+        used = result.manifest.get("reused_from")
+        return [e for e in larger if str(e.folder) == used]  # served from it: checked whenever this entry is
+
+    with cache.lock("rewrite", sha256_json(settings)[:16]):
+        folder = cache.get_or_build("rewrite", {"pass": settings, "rows": rows}, build,
+                                    label=f"rewrite {iv.direction} rows {rows[0]}..{rows[1]}")
+    return load_result(folder)
+
+
+# ---- train --------------------------------------------------------------------------------------
+
+def arm_rows(prepared: Prepared, rewritten) -> dict[str, tuple[str, int, Any]]:
+    """For each trained arm: (stream, row of the window's first row in it, identity of the rows)."""
+    from debias.report.assemble import split_volatile
+
+    arms = {"control": (prepared.stream, prepared.window.start_row, prepared.data["stream"])}
+    if rewritten is not None:
+        arms["treatment"] = (str(rewritten.stream), rewritten.first_row, split_volatile(rewritten.manifest)[0])
+    return arms
+
+
+def train_arm(config: RunConfig, prepared: Prepared, cache: Cache, arm: str, stream: str, first_row: int,
+              rows_identity: Any) -> Path:
+    """Continue the checkpoint on the given rows -> the trainer's run folder (a cache entry keyed by
+    the job, the identity of the rows and the trainer's result_key(), so each ratio's control
+    trains once per sweep and trainer.progress=false reuses both arms)."""
+    from debias.train import TrainJob, launch_training
+
+    window = prepared.window
+    job = TrainJob.for_window(init=str(prepared.checkpoint), stream=stream, first_row=first_row, window=window,
+                              geometry=prepared.geometry, peak_lr=float(config.model.peak_lr), seed=config.seed,
+                              init_step=window.start_step, tokenizer=prepared.tokenizer,
+                              gelu=config.model.architecture.gelu)
+    def build(folder: Path) -> None:  # a killed build resumes from the trainer's own checkpoints in folder
+        launch_training(job, config.trainer, folder)
+
+    key = {"job": job.to_dict(), "rows": rows_identity, "trainer": config.trainer.result_key()}
+    return cache.get_or_build("train", key, build, label=f"train {arm} steps {window.start_step}..{window.end_step}")
+
+
+# ---- evaluate -----------------------------------------------------------------------------------
+
+def evaluate_arm(prepared: Prepared, cache: Cache, model_folder: Path, model_identity: Any,
+                 label: str = "") -> tuple[dict, dict]:
+    """(metrics, per-item values) of one model, cached by the model's identity, the eval settings
+    and the checksums of the benchmark files."""
+    from debias.evaluate import evaluate_model
+
+    def build(folder: Path) -> None:
+        metrics, items = evaluate_model(model_folder, prepared.eval_config)
+        write_json_atomic(folder / "items.json", items)
+        write_json_atomic(folder / "metrics.json", metrics)
+
+    key = {"model": model_identity, "eval": asdict(prepared.eval_config), "eval_files": prepared.data["eval_files"]}
+    folder = cache.get_or_build("eval", key, build, label=f"evaluate {label}".strip())
+    return json.loads((folder / "metrics.json").read_text()), json.loads((folder / "items.json").read_text())
+
+
+def arm_models(prepared: Prepared, trained: dict[str, Path]) -> dict[str, tuple[Path, dict]]:
+    """(model folder, identity) of each arm; the identity keys its cached evaluation."""
+    models = {"baseline": (prepared.checkpoint, {"checkpoint": str(prepared.checkpoint), "step": prepared.window.start_step})}
+    models.update({arm: (folder / "model", {"trained": folder.name}) for arm, folder in trained.items()})
+    return models
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def report(config: RunConfig, prepared: Prepared, rewritten, trained: dict[str, Path],
+           models: dict[str, tuple[Path, dict]], evaluations: dict[str, tuple[dict, dict]],
+           comparisons: dict, run_dir: Path, timing: dict) -> Path:
+    """report.{json,md,html} and config.yaml in `run_dir`; returns the path of report.json."""
+    from omegaconf import OmegaConf
+
+    from debias.report import assemble, write_run_report
+
+    settings = as_dict(config)
+    report_dict = assemble.run_report(
+        cfg=settings, prepared=prepared, rewrite=rewritten,
+        training={arm: assemble.training_summary(folder) for arm, folder in trained.items()},
+        arms={arm: {"key": sha256_json(models[arm][1])[:20], "model": str(models[arm][0]), "metrics": metrics}
+              for arm, (metrics, _) in evaluations.items()},
+        comparisons=comparisons,
+        timing={**timing, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(settings)))
+    path = write_run_report(run_dir, report_dict)
+    for line in assemble.summary_lines(report_dict):
+        print(line)
+    print(f"report: {path}")
+    return path
+
+
+# ---- the whole run ------------------------------------------------------------------------------
+
+def run(config: RunConfig, run_dir: Path) -> Path:
+    """Every stage for one configuration; the report in `run_dir`."""
+    from debias.report import assemble
+
+    cache = Cache(config.cache_dir)  # refused here, before any work, when it cannot be written
+    # Tiny demo models run several times faster on one thread than on two contending ones.
+    threads = config.threads or (config.demo.threads if config.demo is not None else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    timing: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable, *args):
+        tick = time.perf_counter()
+        result = fn(*args)
+        timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 3)
+        return result
+
+    prepared = timed("prepare", prepare, config, cache)
+    rewritten = timed("rewrite", rewrite, config, prepared, cache)  # None for a control-only run
+    trained = {arm: timed(f"train_{arm}", train_arm, config, prepared, cache, arm, *rows)
+               for arm, rows in arm_rows(prepared, rewritten).items()}
+    models = arm_models(prepared, trained)
+    evaluations = {arm: timed(f"evaluate_{arm}", evaluate_arm, prepared, cache, folder, identity, arm)
+                   for arm, (folder, identity) in models.items()}
+    comparisons = timed("compare", assemble.paired_comparisons, {arm: items for arm, (_, items) in evaluations.items()},
+                        config.eval.bootstrap_samples, config.eval.seed)
+    return report(config, prepared, rewritten, trained, models, evaluations, comparisons, run_dir, timing)
