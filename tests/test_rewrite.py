@@ -154,12 +154,13 @@ def test_audit_adds_up(neox_tokenizer_path):
 
 def test_exclusions_are_counted_by_reason(neox_tokenizer_path):
     cases = {
-        "et_al": "As He et al. showed, it works.",
-        "helium": "We cooled it with liquid He overnight.",
+        "surname": "As He et al. showed, it works.",
+        "chemistry": "We cooled it with liquid He overnight.",
         "url_or_markup": 'See <html lang="he"> and https://he.wikipedia.org/x',
-        "code_identifier": "x = self.his.append(1)",
+        "code_identifier": "The manual says that you read the list as self.his and nothing else.",
+        "code": "x = self.his.append(1)\nif x == 2:\n    y = he",
         "acronym": "The hospital's HIS was down.",
-        "hyphen_compound": "A He-Ne laser.",
+        "hyphen_compound": "A His-tag and a co-he bond.",
     }
     for reason, text in cases.items():
         out, audit = rewrite_text(text, neox_tokenizer_path, "m2f", with_audit=True)
