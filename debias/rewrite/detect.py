@@ -27,7 +27,7 @@ from debias.rewrite.context import REWRITE, R, Context
 from debias.rewrite.tables import DOCUMENT_BREAK, STRONG, TokenTables
 
 ACRONYM_CONTEXT = 4  # tokens on each side that decide whether the text around is ALL-CAPS
-TEXT_CONTEXT = 8  # tokens on each side decoded for the text rules
+TEXT_CONTEXT = 16  # tokens on each side decoded for the text rules (a small vocabulary needs more)
 # A document span reads as code when its code weight (tables.code_weight) is at least this...
 CODE_MIN_WEIGHT = 2 * STRONG  # ...(two strong signs: a few "(1) ... (2)" in prose are not code)...
 CODE_MIN_DENSITY = 0.3  # ...and weigh this much per token (prose about 0.01, source code 0.3 to 1.4)
@@ -143,7 +143,7 @@ def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarra
     mark(markup_left | (has_n1 & t.starts_slash[n1]), "url_or_markup")
     # code: self.his, his.append(...), his(...), his[0], his = [...], x = he
     dotted_right = has_n1 & (t.dot_word[n1] | (t.is_dot[n1] & word_after_joint))
-    operator = (has_n1 & t.code_operator[n1]) | (has_p1 & t.code_operator[p1])
+    operator = (has_n1 & t.code_operator[n1]) | (has_p1 & (t.code_operator[p1] | (t.sql_keyword[p1] & t.form_is_lower[form])))
     mark((left & t.form_is_lower[form] & has_p1 & t.ends_dot[p1]) | dotted_right | (has_n1 & t.opens_call[n1])
          | operator, "code_identifier")
     # ALL-CAPS forms are pronouns only inside ALL-CAPS text
@@ -187,7 +187,10 @@ def _names_and_chemistry(ctx: Context, t: TokenTables, reason: np.ndarray, form:
     # chemistry from tokens alone: element symbols in a list around He, amino acids around His
     el_right = has_m1 & (t.element[m1] | (t.list_separator[m1] & has_m2 & t.element[m2]))
     el_left = has_q1 & (t.element[q1] | (t.list_separator[q1] & has_q2 & t.element[q2]))
-    sure_right = has_m1 & (t.unambiguous_element[m1] | (t.list_separator[m1] & has_m2 & t.unambiguous_element[m2]))
+    m3, has_m3 = ctx.after(3, idx)
+    formula = has_m2 & t.element[m2] & has_m3 & t.is_number[m3]  # "He/N2": a symbol and its count
+    sure_right = has_m1 & (t.unambiguous_element[m1] | (t.list_separator[m1] & has_m2 & t.unambiguous_element[m2])
+                           | (t.list_separator[m1] & formula))
     sure_left = has_q1 & (t.unambiguous_element[q1] | (t.list_separator[q1] & has_q2 & t.unambiguous_element[q2]))
     elements = bare_he & (sure_right | sure_left | (el_right & el_left))
     aa_right = has_m1 & t.list_separator[m1] & has_m2
@@ -201,9 +204,11 @@ def _names_and_chemistry(ctx: Context, t: TokenTables, reason: np.ndarray, form:
     cue = is_he & ~(elements | amino) & (
         (has_q1 & t.ends_letter[q1])
         | (has_q1 & t.is_dot[q1] & has_q2 & t.title_or_initial[q2])
+        | (has_q1 & t.opens_bracket[q1] & has_q2 & t.ends_letter[q2])
         | (has_m1 & t.initial_like[m1])
         | (has_m1 & (t.is_comma[m1] | t.opens_bracket[m1]) & has_m2 & (t.initial_like[m2] | t.is_number[m2]))
         | (has_m1 & t.is_hyphen[m1] & has_m2 & t.is_number[m2])
+        | (has_m1 & t.list_separator[m1] & has_m2 & t.starts_capital[m2])
         | (has_q1 & t.list_separator[q1] & has_q2 & t.ends_letter[q2])
         | _unsettled_piece(ctx, t, idx, m1, has_m1, t.cue_piece_helium)
         | (has_q1 & t.cue_piece_before[q1]))
@@ -246,9 +251,15 @@ COMMA_INITIALS_AFTER = re.compile(r"^,\s[A-Z]{1,2}\.")  # ", K. and Sun, J."
 YEAR_AFTER = re.compile(r"^(?:\s?\(\s?|,\s)(?:1[89]|20)\d\d[a-z]?\b")  # " (2020)", ", 2020"
 CITATION_AFTER = re.compile(r"^\s?\[\d+(?:\s?[,\u2013-]\s?\d+)*\]")  # " [12]", " [3, 4]"
 ISOTOPE_AFTER = re.compile(r"^-[34]\b")  # "He-3", "He-4"
+NAMED_BEFORE = re.compile(r"\bhelium\s*\($", re.IGNORECASE)  # "Helium (He)"
+GAS_VERB_BEFORE = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.GAS_VERBS))})(?:\s+(?:with|by|in))?$", re.IGNORECASE)
+INITIALED_NAMES_BEFORE = re.compile(r"[A-Z]\.\s?[A-Z][a-z]+(?:,|\s+and|\s*&)\s+[A-Z]\.$")  # "J. Sun and K." + " He"
+AUTHOR_PAIR_AFTER = re.compile(r"^\s(?:and|&)\s[A-Z][a-z]+(?:\s+et\.?\s+al\.?)?,?\s+\(?(?:1[89]|20)\d\d\b")
 CUE_WORD_AFTER = re.compile(r"^\s*(\w+)")
 CUE_WORD_BEFORE = re.compile(r"(\w+)\W*$")
 AMINO_WITH_NUMBER = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.AMINO_ACIDS))})[\s-]?\d+\b")
+ANY_AMINO = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.AMINO_ACIDS | lexicon.AMINO_ACIDS_AMBIGUOUS))})\b")
+NUMBER_AFTER = re.compile(r"^\s\d+\b")
 
 
 def _is_given_name(word: str) -> bool:
@@ -265,25 +276,32 @@ def text_reason(left: str, word: str, right: str) -> str | None:
     if ET_AL.match(right):
         return "surname"
     core = word.strip().lower()
-    if core == "his":
-        return "chemistry" if AMINO_WITH_NUMBER.search(left) or AMINO_WITH_NUMBER.search(right) else None
+    if core == "his":  # a numbered residue beside another amino acid: "His 57 to Ala", "Asp 102, His 57"
+        numbered = NUMBER_AFTER.match(right)
+        if AMINO_WITH_NUMBER.search(left) or AMINO_WITH_NUMBER.search(right) or \
+                (numbered and ANY_AMINO.search(right[numbered.end():])):
+            return "chemistry"
+        return None
     if core == "he":  # helium cues the vocabulary splits into pieces ("liqu"+"id He", "He at"+"oms")
         after, before = CUE_WORD_AFTER.match(right), CUE_WORD_BEFORE.search(left)
         if (after and after.group(1).lower() in lexicon.HELIUM_AFTER) or \
-                (before and before.group(1).lower() in lexicon.HELIUM_BEFORE) or ISOTOPE_AFTER.match(right):
+                (before and before.group(1).lower() in lexicon.HELIUM_BEFORE) or ISOTOPE_AFTER.match(right) \
+                or GAS_VERB_BEFORE.search(left) or NAMED_BEFORE.search(left):
             return "chemistry"
     spaced = word[:1].isspace()
     title = TITLE_BEFORE.search(left) if spaced else None
     if title and title.group(1).lower() in lexicon.NAME_TITLES:
         return "surname"  # "Dr. He Wei", "Prof He"
-    if spaced and INITIALS_BEFORE.search(left) and AUTHOR_NEXT.match(right):
-        return "surname"  # "K. He, X. Zhang", "J. Sun and K. He"
+    if spaced and (INITIALED_NAMES_BEFORE.search(left)
+                   or INITIALS_BEFORE.search(left) and AUTHOR_NEXT.match(right)):
+        return "surname"  # "J. Sun and K. He was", "K. He, X. Zhang"
     name = NAME_BEFORE.search(left) if spaced else None
     if name and _is_given_name(name.group(1)) and not TITLE_CASE_NEXT.match(right):
         return "surname"  # "Kaiming He", "Kaiming He's"
     if core == "he" and (INITIALS_AFTER.match(right) or COMMA_INITIALS_AFTER.match(right)
-                         or YEAR_AFTER.match(right) or CITATION_AFTER.match(right)):
-        return "surname"  # "He K, Zhang X", "He, K. and Sun, J.", "He (2020)", "He [12]"
+                         or YEAR_AFTER.match(right) or CITATION_AFTER.match(right)
+                         or AUTHOR_PAIR_AFTER.match(right)):
+        return "surname"  # "He K, Zhang X", "He, K. and Sun, J.", "He (2020)", "He [12]", "He and Garcia (2009)"
     listed = LIST_BEFORE.search(left) if spaced else None
     if listed and _is_given_name(listed.group(1)) and AUTHOR_NEXT.match(right):
         return "surname"  # "Zhang, He, and Sun", "Li and He, 2020"

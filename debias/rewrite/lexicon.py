@@ -109,7 +109,12 @@ BARE_INFINITIVE_VERBS = frozenset(
 # "liquid He", "He atoms": helium, not a pronoun.
 HELIUM_BEFORE = frozenset(
     "liquid superfluid solid gaseous compressed cold dense ionized ionised neutral atomic pure "
-    "cryogenic normal-fluid".split()
+    "cryogenic normal-fluid helium".split()
+)
+# "purged with He", "inhaled He": what one does with a gas
+GAS_VERBS = frozenset(
+    "purged flushed filled backfilled pressurised pressurized diluted doped inhaled bubbled sparged "
+    "cooled swept".split()
 )
 HELIUM_AFTER = frozenset(
     "atom atoms gas gases ion ions nuclei nucleus isotope isotopes ii plasma plasmas abundance "
@@ -118,7 +123,7 @@ HELIUM_AFTER = frozenset(
 )
 HELIUM_AFTER = HELIUM_AFTER | frozenset(
     "pressure buffer carrier purge leak jet discharge density content concentration fraction "
-    "temperature nmr spectrum spectra".split()
+    "temperature nmr spectrum spectra atmosphere environment".split()
 )
 
 # --- non-pronoun uses of "He"/"His" (detect.py's policies) --------------------------------------
@@ -170,6 +175,8 @@ AMINO_ACIDS = frozenset("Arg Asn Asp Cys Gln Glu Gly Leu Lys Phe Ser Thr Trp Tyr
 # acids stand on both sides of "His"
 AMINO_ACIDS_AMBIGUOUS = frozenset("Ala Ile Met Pro Val".split())
 HISTIDINE_AFTER = frozenset("residue residues tag tags tagged box".split())
+# A lower-case pronoun right after one of these upper-case words is a column in SQL: "SELECT his,"
+SQL_KEYWORDS = frozenset("SELECT FROM WHERE BY AS ON JOIN SET INTO VALUES UPDATE INSERT DELETE DISTINCT".split())
 
 # Code: keywords that are not English words (words such as "for", "in", "return" are both, so
 # they do not count). Compared exactly (case matters: "None" begins English sentences).

@@ -53,7 +53,7 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_" or ch == "\ufffd"
 
 
-CODE_OPERATORS = ("==", "!=", "<=", ">=", "&&", "||", "->", "=>", "::", "+=", "-=", "*=", "/=", "++",
+CODE_OPERATORS = ("```", "==", "!=", "<=", ">=", "&&", "||", "->", "=>", "::", "+=", "-=", "*=", "/=", "++",
                   "/*", "*/", "</", "/>", "#include", "#define", "){", "};", "();")
 
 
@@ -276,13 +276,14 @@ class TokenTables:
         self.starts_slash = self.lut(lambda s: s[:1] == "/")
         self.ends_markup = self.lut(lambda s: s.endswith(("/", "=", "\\", "$", "^", "@", "#", '="', "='")))
         self.ends_hyphen = self.lut(lambda s: s.endswith("-"))
-        self.ends_dot = self.lut(lambda s: s.endswith("."))
+        self.ends_dot = self.lut(lambda s: s.endswith(".") and not s.endswith(".."))  # "self." yes, "..." no
         self.is_quote = self.lut(lambda s: s in ('"', "'"))
         self.ends_equals = self.lut(lambda s: s.endswith("="))
         self.hyphen_word = self.lut(lambda s: len(s) > 1 and s[0] == "-" and _is_word_char(s[1]))
         self.is_hyphen = self.lut(lambda s: s == "-")
         # "his = [...]", "x = he": an assignment or comparison beside the word
         self.code_operator = self.lut(lambda s: s.strip() in ("=", "==", "===", "!=", "+=", "-=", "*=", "/=", ":=", "<-"))
+        self.sql_keyword = self.lut(lambda s: s.strip() in lexicon.SQL_KEYWORDS)
         self._build_policy_classes()
         # ambiguity rules
         self.after_indep_his = self.word_lut(lexicon.AFTER_INDEPENDENT_HIS)
@@ -294,10 +295,14 @@ class TokenTables:
     def _build_policy_classes(self) -> None:
         """Tables for the non-pronoun policies (detect.py): names, chemistry, code."""
         self.ends_letter = self.lut(lambda s: bool(s) and s[-1].isalpha())
-        # "Dr" before ". He", or an initial ("K. He"): looked at only where a dot precedes "He"
+        # "Dr" before ". He" (or its last piece, "D"+"r", in a small vocabulary), or an initial
+        # ("K. He"): looked at only where a dot precedes "He"
+        title_ends = {title[-k:] for title in lexicon.NAME_TITLES for k in range(1, len(title))}
         self.title_or_initial = self.lut(lambda s: s.strip().lower() in lexicon.NAME_TITLES
+                                         or s.lower() in title_ends
                                          or re.fullmatch(r"\s?[A-Z]", s) is not None)
         self.initial_like = self.lut(lambda s: re.fullmatch(r" [A-Z]{1,2}", s) is not None)  # "He K,"
+        self.starts_capital = self.lut(lambda s: re.match(r"\s?[A-Z]", s) is not None)  # "He and Garcia (2009)"
         self.is_comma = self.lut(lambda s: s == ",")
         self.is_number = self.lut(lambda s: re.fullmatch(r"\s?[0-9]+", s) is not None)
         self.opens_bracket = self.lut(lambda s: s.strip() in ("(", "["))
