@@ -209,11 +209,12 @@ def _names_and_chemistry(ctx: Context, t: TokenTables, reason: np.ndarray, form:
         | (has_m1 & (t.is_comma[m1] | t.opens_bracket[m1]) & has_m2 & (t.initial_like[m2] | t.is_number[m2]))
         | (has_m1 & t.is_hyphen[m1] & has_m2 & t.is_number[m2])
         | (has_m1 & t.list_separator[m1] & has_m2 & t.starts_capital[m2])
-        | (has_q1 & t.list_separator[q1] & has_q2 & t.ends_letter[q2])
+        | (has_q1 & t.list_separator[q1] & has_q2 & (t.ends_letter[q2] | t.ends_percent[q2] | t.is_number[q2]))
+        | (has_q1 & t.ends_comma[q1])
         | _unsettled_piece(ctx, t, idx, m1, has_m1, t.cue_piece_helium)
         | (has_q1 & t.cue_piece_before[q1]))
     cue |= has_m1 & _unsettled_piece(ctx, t, idx, m1, has_m1, t.cue_piece_et)
-    cue |= is_his & has_m1 & t.is_number[m1]  # "His 57, Asp 102"
+    cue |= is_his & ((has_m1 & t.is_number[m1]) | (has_q1 & t.ends_letter[q1]))  # "His 57", "replacing His"
     for i in idx[cue].tolist():
         end = int(ctx.pos[i] + ctx.length[i])
         left_text = ctx.text(t.strings, i, int(ctx.pos[i]) - TEXT_CONTEXT, int(ctx.pos[i]), t.special_ids)
@@ -260,6 +261,12 @@ CUE_WORD_BEFORE = re.compile(r"(\w+)\W*$")
 AMINO_WITH_NUMBER = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.AMINO_ACIDS))})[\s-]?\d+\b")
 ANY_AMINO = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.AMINO_ACIDS | lexicon.AMINO_ACIDS_AMBIGUOUS))})\b")
 NUMBER_AFTER = re.compile(r"^\s\d+\b")
+MID_SENTENCE = re.compile(r"(?:[a-z]|\d%|[a-z0-9%],|[a-z0-9%];)$")  # "than" + " He", "0.9%," + " He"
+# Chemistry in the words around: another element or a formula ("fuse H into He", "than He" after
+# "Ne, Ar, Kr"), a percentage, or a word only gases have ("carrier gas was He")
+CHEMISTRY_NEARBY = re.compile(
+    rf"\b(?:{'|'.join(sorted(lexicon.UNAMBIGUOUS_ELEMENTS))})\b|\b[HCN]\b(?!\.)|\d\s?%"
+    rf"|\b(?i:{'|'.join(sorted(lexicon.GAS_WORDS))})\b")
 
 
 def _is_given_name(word: str) -> bool:
@@ -276,17 +283,23 @@ def text_reason(left: str, word: str, right: str) -> str | None:
     if ET_AL.match(right):
         return "surname"
     core = word.strip().lower()
+    # A capital He/His inside a sentence (after a word or a list comma, not a full stop, quote or
+    # line break) is a name, an element or a residue, or the reverent pronoun of scripture ("for
+    # He is good"): the words around tell which.
+    mid_sentence = MID_SENTENCE.search(left) is not None
     if core == "his":  # a numbered residue beside another amino acid: "His 57 to Ala", "Asp 102, His 57"
         numbered = NUMBER_AFTER.match(right)
         if AMINO_WITH_NUMBER.search(left) or AMINO_WITH_NUMBER.search(right) or \
-                (numbered and ANY_AMINO.search(right[numbered.end():])):
+                (numbered and ANY_AMINO.search(right[numbered.end():])) or \
+                (mid_sentence and (ANY_AMINO.search(left) or ANY_AMINO.search(right))):
             return "chemistry"
         return None
     if core == "he":  # helium cues the vocabulary splits into pieces ("liqu"+"id He", "He at"+"oms")
         after, before = CUE_WORD_AFTER.match(right), CUE_WORD_BEFORE.search(left)
         if (after and after.group(1).lower() in lexicon.HELIUM_AFTER) or \
                 (before and before.group(1).lower() in lexicon.HELIUM_BEFORE) or ISOTOPE_AFTER.match(right) \
-                or GAS_VERB_BEFORE.search(left) or NAMED_BEFORE.search(left):
+                or GAS_VERB_BEFORE.search(left) or NAMED_BEFORE.search(left) \
+                or (mid_sentence and (CHEMISTRY_NEARBY.search(left) or CHEMISTRY_NEARBY.search(right))):
             return "chemistry"
     spaced = word[:1].isspace()
     title = TITLE_BEFORE.search(left) if spaced else None

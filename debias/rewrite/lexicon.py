@@ -111,6 +111,11 @@ HELIUM_BEFORE = frozenset(
     "liquid superfluid solid gaseous compressed cold dense ionized ionised neutral atomic pure "
     "cryogenic normal-fluid helium".split()
 )
+# Words that, near a capital "He" inside a sentence, say it is the gas ("the carrier gas was He")
+GAS_WORDS = frozenset(
+    "gas gases gaseous helium liquid superfluid noble isotope isotopes atoms plasma cryostat dewar "
+    "abundance abundances cryogenic".split()
+)
 # "purged with He", "inhaled He": what one does with a gas
 GAS_VERBS = frozenset(
     "purged flushed filled backfilled pressurised pressurized diluted doped inhaled bubbled sparged "

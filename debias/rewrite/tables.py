@@ -304,6 +304,7 @@ class TokenTables:
         self.initial_like = self.lut(lambda s: re.fullmatch(r" [A-Z]{1,2}", s) is not None)  # "He K,"
         self.starts_capital = self.lut(lambda s: re.match(r"\s?[A-Z]", s) is not None)  # "He and Garcia (2009)"
         self.is_comma = self.lut(lambda s: s == ",")
+        self.ends_comma = self.lut(lambda s: s.endswith((",", ";")))  # "0.9%," + " He"
         self.is_number = self.lut(lambda s: re.fullmatch(r"\s?[0-9]+", s) is not None)
         self.opens_bracket = self.lut(lambda s: s.strip() in ("(", "["))
         self.ends_percent = self.lut(lambda s: s.endswith("%"))
