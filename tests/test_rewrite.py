@@ -231,8 +231,8 @@ def test_stdin_command_line(neox_tokenizer_path):
 
 # --- a second, different tokenizer: nothing may depend on GPT-NeoX ids -----------------------------
 
-@pytest.fixture(scope="module")
-def tiny_tokenizer(tmp_path_factory) -> Path:
+def train_tiny_tokenizer(folder: Path) -> Path:
+    """A 3,000-token byte-level BPE trained on LAMBADA and the sentence tables: ids unlike GPT-NeoX's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     texts = [json.loads(line)["text"] for line in
@@ -244,9 +244,14 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
-    path = tmp_path_factory.mktemp("tiny_tokenizer") / "tokenizer.json"
+    path = folder / "tokenizer.json"
     tok.save(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 def test_second_tokenizer_builds_its_own_tables(tiny_tokenizer, neox_tokenizer_path):

@@ -298,8 +298,7 @@ def text_reason(left: str, word: str, right: str) -> str | None:
         after, before = CUE_WORD_AFTER.match(right), CUE_WORD_BEFORE.search(left)
         if (after and after.group(1).lower() in lexicon.HELIUM_AFTER) or \
                 (before and before.group(1).lower() in lexicon.HELIUM_BEFORE) or ISOTOPE_AFTER.match(right) \
-                or GAS_VERB_BEFORE.search(left) or NAMED_BEFORE.search(left) \
-                or (mid_sentence and (CHEMISTRY_NEARBY.search(left) or CHEMISTRY_NEARBY.search(right))):
+                or GAS_VERB_BEFORE.search(left) or NAMED_BEFORE.search(left):
             return "chemistry"
     spaced = word[:1].isspace()
     title = TITLE_BEFORE.search(left) if spaced else None
@@ -318,6 +317,9 @@ def text_reason(left: str, word: str, right: str) -> str | None:
     listed = LIST_BEFORE.search(left) if spaced else None
     if listed and _is_given_name(listed.group(1)) and AUTHOR_NEXT.match(right):
         return "surname"  # "Zhang, He, and Sun", "Li and He, 2020"
+    # last, as the weakest sign: chemistry somewhere near ("fuse H into He", "than He")
+    if core == "he" and mid_sentence and (CHEMISTRY_NEARBY.search(left) or CHEMISTRY_NEARBY.search(right)):
+        return "chemistry"
     return None
 
 
