@@ -227,6 +227,12 @@ def test_stdin_command_line(neox_tokenizer_path):
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: direction 'up'")
     assert len(bad.stderr.strip().splitlines()) == 1
+    binary = subprocess.run([sys.executable, "-m", "debias.rewrite", "--tokenizer", str(neox_tokenizer_path),
+                             "--direction", "m2f"], input=b"He left.\n\xff\xfe\x00\x81 bytes\n",
+                            capture_output=True, cwd=PROJECT, timeout=120)
+    assert binary.returncode == 2 and binary.stdout == b"She left.\n"
+    assert binary.stderr.decode().startswith("error: stdin: line 2 is not UTF-8 text")
+    assert len(binary.stderr.strip().splitlines()) == 1
 
 
 # --- a second, different tokenizer: nothing may depend on GPT-NeoX ids -----------------------------

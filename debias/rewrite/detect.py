@@ -241,27 +241,27 @@ def _unsettled_piece(ctx: Context, t: TokenTables, idx, m1, has_m1, piece_lut) -
 
 ET_AL = re.compile(r"\s*et\.?\s+al\b", re.IGNORECASE)
 _CAP_WORD = r"[A-Z][a-z]+(?:[-'\u2019][A-Za-z]+)?"
-NAME_BEFORE = re.compile(rf"(?:^|[^\w'\u2019-])({_CAP_WORD})$")  # "... Kaiming" + " He"
-TITLE_BEFORE = re.compile(r"(?:^|[^\w])([A-Z][a-z]{0,4})\.?$")  # "Dr." + " He"
-INITIALS_BEFORE = re.compile(r"(?:^|[\s,(;])(?:[A-Z]\.\s?)*[A-Z]\.$")  # "K." + " He", "J.-P."
-LIST_BEFORE = re.compile(rf"(?:^|[^\w'\u2019-])({_CAP_WORD})(?:,| and| &)$")  # "Zhang," + " He"
+NAME_BEFORE = re.compile(rf"(?:^|[^\w'\u2019-])({_CAP_WORD})\Z")  # "... Kaiming" + " He"
+TITLE_BEFORE = re.compile(r"(?:^|[^\w])([A-Z][a-z]{0,4})\.?\Z")  # "Dr." + " He"
+INITIALS_BEFORE = re.compile(r"(?:^|[\s,(;])(?:[A-Z]\.\s?)*[A-Z]\.\Z")  # "K." + " He", "J.-P."
+LIST_BEFORE = re.compile(rf"(?:^|[^\w'\u2019-])({_CAP_WORD})(?:,| and| &)\Z")  # "Zhang," + " He"
 TITLE_CASE_NEXT = re.compile(r"^\s+[A-Z][a-z]")  # "Says He Will": a headline, not a name
-AUTHOR_NEXT = re.compile(r"^(?:\s*[,;)\]]|\s*$|\s+and\s+[A-Z]|\s*&|\s+\(|\s+et\.?\s+al\b)")
-INITIALS_AFTER = re.compile(r"^\s[A-Z]{1,2}(?:[.,;:)]|\s*$|\s+[A-Z][a-z]*[,.])")  # " K, Zhang X"
+AUTHOR_NEXT = re.compile(r"^(?:\s*[,;)\]]|\s*\Z|\s+and\s+[A-Z]|\s*&|\s+\(|\s+et\.?\s+al\b)")
+INITIALS_AFTER = re.compile(r"^\s[A-Z]{1,2}(?:[.,;:)]|\s*\Z|\s+[A-Z][a-z]*[,.])")  # " K, Zhang X"
 COMMA_INITIALS_AFTER = re.compile(r"^,\s[A-Z]{1,2}\.")  # ", K. and Sun, J."
 YEAR_AFTER = re.compile(r"^(?:\s?\(\s?|,\s)(?:1[89]|20)\d\d[a-z]?\b")  # " (2020)", ", 2020"
 CITATION_AFTER = re.compile(r"^\s?\[\d+(?:\s?[,\u2013-]\s?\d+)*\]")  # " [12]", " [3, 4]"
 ISOTOPE_AFTER = re.compile(r"^-[34]\b")  # "He-3", "He-4"
-NAMED_BEFORE = re.compile(r"\bhelium\s*\($", re.IGNORECASE)  # "Helium (He)"
-GAS_VERB_BEFORE = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.GAS_VERBS))})(?:\s+(?:with|by|in))?$", re.IGNORECASE)
-INITIALED_NAMES_BEFORE = re.compile(r"[A-Z]\.\s?[A-Z][a-z]+(?:,|\s+and|\s*&)\s+[A-Z]\.$")  # "J. Sun and K." + " He"
+NAMED_BEFORE = re.compile(r"\bhelium\s*\(\Z", re.IGNORECASE)  # "Helium (He)"
+GAS_VERB_BEFORE = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.GAS_VERBS))})(?:\s+(?:with|by|in))?\Z", re.IGNORECASE)
+INITIALED_NAMES_BEFORE = re.compile(r"[A-Z]\.\s?[A-Z][a-z]+(?:,|\s+and|\s*&)\s+[A-Z]\.\Z")  # "J. Sun and K." + " He"
 AUTHOR_PAIR_AFTER = re.compile(r"^\s(?:and|&)\s[A-Z][a-z]+(?:\s+et\.?\s+al\.?)?,?\s+\(?(?:1[89]|20)\d\d\b")
 CUE_WORD_AFTER = re.compile(r"^\s*(\w+)")
-CUE_WORD_BEFORE = re.compile(r"(\w+)\W*$")
+CUE_WORD_BEFORE = re.compile(r"(\w+)\W*\Z")
 AMINO_WITH_NUMBER = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.AMINO_ACIDS))})[\s-]?\d+\b")
 ANY_AMINO = re.compile(rf"\b(?:{'|'.join(sorted(lexicon.AMINO_ACIDS | lexicon.AMINO_ACIDS_AMBIGUOUS))})\b")
 NUMBER_AFTER = re.compile(r"^\s\d+\b")
-MID_SENTENCE = re.compile(r"(?:[a-z]|\d%|[a-z0-9%],|[a-z0-9%];)$")  # "than" + " He", "0.9%," + " He"
+MID_SENTENCE = re.compile(r"(?:[a-z]|\d%|[a-z0-9%],|[a-z0-9%];)\Z")  # "than" + " He", "0.9%," + " He"
 # Chemistry in the words around: another element or a formula ("fuse H into He", "than He" after
 # "Ne, Ar, Kr"), a percentage, or a word only gases have ("carrier gas was He")
 CHEMISTRY_NEARBY = re.compile(
