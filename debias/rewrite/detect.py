@@ -324,11 +324,15 @@ def text_reason(left: str, word: str, right: str) -> str | None:
 
 
 def _inside_caps_text(ctx: Context, t: TokenTables) -> np.ndarray:
-    """True where the tokens around a match have letters and none of them is lower-case."""
+    """True where the tokens around a match, on its own line, have letters and none is lower-case
+    (a headline "WHY HE KEPT HIS PROMISE" is ALL-CAPS text whatever the next line holds)."""
     lower = np.zeros(ctx.pos.size, dtype=bool)
     letters = np.zeros(ctx.pos.size, dtype=bool)
-    for d in range(1, ACRONYM_CONTEXT + 1):
-        for ids, valid in (ctx.before(d), ctx.after(d)):
-            lower |= valid & t.has_lower[ids]
-            letters |= valid & t.has_letter[ids]
+    for side in (ctx.before, ctx.after):
+        open_ = np.ones(ctx.pos.size, dtype=bool)  # no line break between the match and here yet
+        for d in range(1, ACRONYM_CONTEXT + 1):
+            ids, valid = side(d)
+            open_ &= valid & ~t.has_newline[ids]
+            lower |= open_ & t.has_lower[ids]
+            letters |= open_ & t.has_letter[ids]
     return letters & ~lower

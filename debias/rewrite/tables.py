@@ -245,6 +245,7 @@ class TokenTables:
         self.no_word = self.lut(lambda s: not s.strip() or not _is_word_char(s.strip()[0]))
         self.has_lower = self.lut(lambda s: any(c.islower() for c in s))
         self.has_letter = self.lut(lambda s: any(c.isalpha() for c in s))
+        self.has_newline = self.lut(lambda s: "\n" in s)
         self.is_empty = self.lut(lambda s: s == "")
         # exclusions
         self.et_al_one = self.lut(lambda s: s.lstrip().lower().startswith("et al"))
