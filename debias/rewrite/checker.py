@@ -45,7 +45,8 @@ ALLOWED = {"m2f": MASCULINE, "f2m": FEMININE, "swap": {**MASCULINE, **FEMININE}}
 
 WORD = re.compile(r"(?<!\w)[A-Za-z]+(?!\w)")  # "3He", "he_normal", "Heather" hold no pronoun word
 # Signs that the words around are not running English
-CODE_LINE = re.compile(r"[{}=]|\w\(|\w\[|->|::|^\s*(?:def|class|import|return|var|const|let)\b|;\s*$", re.MULTILINE)
+CODE_NEAR = re.compile(r"[{}=]|\w\(|\w\[|->|::|^\s*(?:def|class|import|return|var|const|let)\b", re.MULTILINE)
+SHORT_LINE = 160  # a line of code rarely runs longer; a paragraph of prose often does
 GLUED_LEFT = re.compile(r"[._/=(\[{<$@#\\^\w-]\Z")  # self.his, /he/, $he, (he) is fine: "(" handled below
 GLUED_RIGHT = re.compile(r"^(?:[._(=\[/@\\-]\w|\(|\.\w)")
 AFTER_NAME = re.compile(r"^(?:\s?et\.?\s+al\b|\s[A-Z]{1,2}[.,;]|,\s[A-Z]{1,2}\.|\s?\((?:19|20)\d\d|,\s(?:19|20)\d\d|\s?\[\d)")
@@ -89,7 +90,9 @@ def context_verdict(text: str, start: int, end: int) -> str | None:
     # code shows within a few words on the same line (a long paragraph may quote one line of code)
     near = text[max(line_start, start - CODE_REACH): min(line_end, end + CODE_REACH)]
     glued_left = GLUED_LEFT.search(left) and not left.endswith(("(", "-", ".."))  # "(he", "co-he", "...he" are prose
-    if CODE_LINE.search(near) or glued_left or GLUED_RIGHT.match(right):
+    line = text[line_start:line_end].rstrip()
+    ends_like_code = len(line) < SHORT_LINE and line.endswith((";", "{", "}"))
+    if CODE_NEAR.search(near) or ends_like_code or glued_left or GLUED_RIGHT.match(right):
         return "code"
     if word in ("He", "His"):
         mid_sentence = bool(re.search(r"[a-z,%\d]\s\Z", left))
