@@ -199,6 +199,9 @@ def _names_and_chemistry(ctx: Context, t: TokenTables, reason: np.ndarray, form:
                       | ((aa_right & t.any_amino_acid[m2]) & (aa_left & t.any_amino_acid[q2]))
                       | (has_m1 & t.histidine_after[m1]))
     reason[idx[elements | amino]] = R["chemistry"]
+    # "He and Garcia (2009)", "He & Li, 2017": a bracket or comma right after the next name
+    m4, has_m4 = ctx.after(4, idx)
+    year_soon = (has_m3 & (t.opens_bracket[m3] | t.is_comma[m3])) | (has_m4 & (t.opens_bracket[m4] | t.is_comma[m4]))
     # cues the text rules read: a word or title before " He", initials, years and citations
     # after it, "He-4", pieces of "et al" and of helium words the vocabulary splits
     cue = is_he & ~(elements | amino) & (
@@ -208,7 +211,7 @@ def _names_and_chemistry(ctx: Context, t: TokenTables, reason: np.ndarray, form:
         | (has_m1 & t.initial_like[m1])
         | (has_m1 & (t.is_comma[m1] | t.opens_bracket[m1]) & has_m2 & (t.initial_like[m2] | t.is_number[m2]))
         | (has_m1 & t.is_hyphen[m1] & has_m2 & t.is_number[m2])
-        | (has_m1 & t.list_separator[m1] & has_m2 & t.starts_capital[m2])
+        | (has_m1 & t.list_separator[m1] & has_m2 & t.starts_capital[m2] & year_soon)
         | (has_q1 & t.list_separator[q1] & has_q2 & (t.ends_letter[q2] | t.ends_percent[q2] | t.is_number[q2]))
         | (has_q1 & t.ends_comma[q1])
         | _unsettled_piece(ctx, t, idx, m1, has_m1, t.cue_piece_helium)

@@ -296,11 +296,15 @@ class TokenTables:
     def _build_policy_classes(self) -> None:
         """Tables for the non-pronoun policies (detect.py): names, chemistry, code."""
         self.ends_letter = self.lut(lambda s: bool(s) and s[-1].isalpha())
-        # "Dr" before ". He" (or its last piece, "D"+"r", in a small vocabulary), or an initial
-        # ("K. He"): looked at only where a dot precedes "He"
-        title_ends = {title[-k:] for title in lexicon.NAME_TITLES for k in range(1, len(title))}
-        self.title_or_initial = self.lut(lambda s: s.strip().lower() in lexicon.NAME_TITLES
-                                         or s.lower() in title_ends
+        # "Dr" before ". He" (or the last piece of a title the vocabulary splits, "D"+"r"), or an
+        # initial ("K. He"): looked at only where a dot precedes "He"
+        title_ends = set()
+        for title in lexicon.NAME_TITLES:
+            for spelled in (title.capitalize(), " " + title.capitalize()):
+                ids = self.tokenizer.encode(spelled, add_special_tokens=False).ids
+                if len(ids) > 1:
+                    title_ends.add(self.strings[ids[-1]])
+        self.title_or_initial = self.lut(lambda s: s.strip().lower() in lexicon.NAME_TITLES or s in title_ends
                                          or re.fullmatch(r"\s?[A-Z]", s) is not None)
         self.initial_like = self.lut(lambda s: re.fullmatch(r" [A-Z]{1,2}", s) is not None)  # "He K,"
         self.starts_capital = self.lut(lambda s: re.match(r"\s?[A-Z]", s) is not None)  # "He and Garcia (2009)"
