@@ -347,6 +347,11 @@ class TokenTables:
             "source_spellings_not_in_vocabulary": self.unspellable,
             "row_edges": "a row's first and last tokens count as word boundaries (the row is the "
                          "model's whole context); rewrites there are counted in row_edge_rewrites",
+            "non_pronoun_uses": "left alone and counted (audit skips / skipped_tokens by reason): "
+                                "surname (He et al., Kaiming He, He K, Li and He (2020), Dr. He), "
+                                "chemistry (20% He, 3He, liquid He, He, Ne and Ar, histidine), code "
+                                "(every form in a document span between end-of-text tokens, cut at "
+                                "row edges, whose tokens read as source code: audit code_spans)",
         }
 
     def describe(self) -> list[dict]:
