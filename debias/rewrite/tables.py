@@ -233,6 +233,12 @@ class TokenTables:
         table[: self.vocab_size] = [bool(predicate(s)) for s in self.strings]
         return table
 
+    def lut_of_ids(self, ids) -> np.ndarray:
+        """A boolean table over ids, true at `ids`."""
+        table = np.zeros(self.lut_size, dtype=bool)
+        table[list(ids)] = True
+        return table
+
     def word_lut(self, words) -> np.ndarray:
         """Tokens whose stripped, lower-cased text is one of `words`."""
         words = frozenset(words)
@@ -251,14 +257,19 @@ class TokenTables:
         self.et_al_one = self.lut(lambda s: s.lstrip().lower().startswith("et al"))
         self.helium_before = self.word_lut(lexicon.HELIUM_BEFORE)
         self.helium_after = self.word_lut(lexicon.HELIUM_AFTER)
-        # Pieces of a cue word that a vocabulary splits (" e"+"t al", " at"+"oms", "liqu"+"id"):
-        # the few matches next to one are checked on the decoded text (core._cue_words).
-        def piece_of(words):
-            return lambda s: bool(s) and not s.strip(" ") or s[:1].isspace() and any(
-                w.startswith(s.strip().lower()) for w in words) and not s.lstrip().lower().startswith("et al")
+        # Pieces of a cue word that the vocabulary splits (" at"+"oms", "liqu"+"id"): the first
+        # (or, before "He", the last) token of the word's own spelling. The few matches next to
+        # one are read as text (detect.text_reason); words spelled as one token need no piece.
+        def pieces(words, at: int) -> set[int]:
+            out = set()
+            for word in words:
+                ids = self.tokenizer.encode(" " + word, add_special_tokens=False).ids
+                if len(ids) > 1:
+                    out.add(ids[at])
+            return out
 
-        self.cue_piece_et = self.lut(piece_of(["et"]))
-        self.cue_piece_helium = self.lut(piece_of(lexicon.HELIUM_AFTER))
+        self.cue_piece_et = self.lut_of_ids(pieces(["et al"], 0))
+        self.cue_piece_helium = self.lut_of_ids(pieces(lexicon.HELIUM_AFTER, 0))
         # most pieces are words of their own (" is", " a", " at"): where the next token does not
         # go on with the word, such a piece settles it without decoding
         cue_words = {*lexicon.HELIUM_AFTER, "et"}
@@ -269,8 +280,7 @@ class TokenTables:
 
         self.piece_is_other_word = self.lut(starts_other_word)
         self.breaks_word = self.lut(lambda s: bool(s) and not _is_word_char(s[0]))
-        self.cue_piece_before = self.lut(lambda s: bool(s) and _is_word_char(s[0]) and any(
-            w.endswith(s.lower()) and w != s.lower() for w in lexicon.HELIUM_BEFORE))
+        self.cue_piece_before = self.lut_of_ids(pieces(lexicon.HELIUM_BEFORE, -1))
         self.dot_word = self.lut(lambda s: len(s) > 1 and s[0] == "." and _is_word_char(s[1]))
         self.is_dot = self.lut(lambda s: s == ".")
         self.opens_call = self.lut(lambda s: s[:1] in ("(", "["))
