@@ -82,11 +82,10 @@ class CodeSpans:
         n = flat.size
         # one lookup gives both the weights and the end-of-text tokens (tables.DOCUMENT_BREAK)
         weight = tables.code_weight[flat]
-        breaks = np.flatnonzero(weight == DOCUMENT_BREAK)
-        starts = np.zeros(n, dtype=bool)
-        starts[::row_length] = True
-        starts[breaks[breaks + 1 < n] + 1] = True  # a span starts after end-of-text
-        self.starts = np.flatnonzero(starts)
+        after_break = np.flatnonzero(weight == DOCUMENT_BREAK) + 1  # a span starts after end-of-text
+        starts = np.concatenate([np.arange(0, n, row_length), after_break[after_break < n]])
+        starts.sort()
+        self.starts = starts[np.concatenate(([True], starts[1:] != starts[:-1]))] if n else starts
         lengths = np.diff(np.append(self.starts, n))
         total = np.add.reduceat(weight, self.starts, dtype=np.uint32) if n else lengths.astype(np.uint32)
         # a span holds at most one break, its last token: take its sentinel weight back out
