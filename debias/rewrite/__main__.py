@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from debias.errors import UserError, exit_on_user_error
 from debias.io import write_json_atomic
-from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, check_pass
+from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, TAGGER_CHOICES, check_pass
 from debias.rewrite.lexicon import DIRECTIONS, check_direction
 from debias.rewrite.resolvers import RESOLVERS, check_resolver
 from debias.rewrite.tables import get_tables
@@ -104,6 +106,12 @@ def run_verify(argv: list[str]) -> None:
     args = verify_parser().parse_args(argv)
     if args.sample < 0:
         raise UserError(f"--sample {args.sample}: must be a number of words, 0 or more")
+    if args.tagger not in TAGGER_CHOICES:  # before the long pass over every row
+        raise UserError(f"--tagger {args.tagger}: use one of {', '.join(TAGGER_CHOICES)}")
+    if args.json:
+        folder = Path(args.json).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"--json {args.json}: cannot write into {folder} (choose a writable folder)")
     problems = verify_pass(args.out, progress=not args.quiet)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""

