@@ -344,8 +344,10 @@ def test_verify_refuses_damaged_folders_in_one_line(m2f_pass, tmp_path):
     (no_audit / "audit.json").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
-    for folder, name in ((bad_manifest, "manifest.json"), (no_audit, "audit.json"), (empty, "manifest.json")):
-        run = verify_cli(folder)
+    cases = [((bad_manifest,), "manifest.json"), ((no_audit,), "audit.json"), ((empty,), "manifest.json"),
+             ((m2f_pass, "--tagger", "banana"), "--tagger"), ((m2f_pass, "--json", "/nonexistent/x.json"), "--json")]
+    for args, name in cases:
+        run = verify_cli(*args)
         assert run.returncode == 2, run.stderr
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], run.stderr
