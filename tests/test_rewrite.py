@@ -12,7 +12,8 @@ import pytest
 
 from debias.errors import UserError
 from debias.rewrite import get_tables, rewrite_rows, rewrite_text
-from debias.rewrite.core import R, REWRITE, classify, find_forms
+from debias.rewrite.context import R, REWRITE
+from debias.rewrite.detect import classify, find_forms
 
 from conftest import shared_path
 

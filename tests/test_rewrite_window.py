@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import pytest
 
 from debias.errors import UserError
 from debias.io import sha256_file
-from debias.rewrite import get_tables, rewrite_rows, rewrite_window, verify_pass
-from debias.rewrite.checker import check_pass, check_streams
+from debias.rewrite import get_tables, rewrite_rows, rewrite_window, row_selected, verify_pass
+from debias.rewrite.checker import check_pass, check_streams, load_tagger, selected
 from debias.stream import Geometry, IndexedStream, StreamWriter, Window, pack_texts
 from debias.stream.mmidx import write_index
 
@@ -289,8 +290,6 @@ def m2f_pass(stream, neox_tokenizer_path, tmp_path_factory) -> Path:
 def damaged_copy(pass_dir: Path, tmp_path: Path, damage, reseal: bool = False) -> Path:
     """A copy of a pass whose rewritten.bin `damage(data)` changed; `reseal`: the manifest's sha256
     then matches the damaged bytes (a pass that wrote wrong ids itself, not one changed after)."""
-    import shutil
-
     out = tmp_path / "damaged"
     shutil.copytree(pass_dir, out)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -334,8 +333,6 @@ def test_verify_catches_a_target_replaced_by_another(m2f_pass, neox_tokenizer_pa
 
 
 def test_verify_refuses_damaged_folders_in_one_line(m2f_pass, tmp_path):
-    import shutil
-
     bad_manifest = tmp_path / "bad_manifest"
     shutil.copytree(m2f_pass, bad_manifest)
     (bad_manifest / "manifest.json").write_text("{not json")
@@ -393,18 +390,12 @@ def test_checker_sees_what_a_careless_rewriter_does(stream, neox_tokenizer_path,
 
 def test_checker_selection_rule_matches_the_rewriter():
     """The checker re-implements the documented row selection; both must pick the same rows."""
-    from debias.rewrite import row_selected
-    from debias.rewrite.checker import selected
-
     rows = np.arange(10_000, 30_000)
     for seed, fraction in ((1234, 0.5), (7, 0.1), (0, 1.0)):
         assert np.array_equal(selected(rows, seed, fraction), row_selected(rows, seed, fraction))
 
 
 def test_checker_with_the_tagger(m2f_pass):
-    pytest.importorskip("spacy")
-    from debias.rewrite.checker import load_tagger
-
     if load_tagger() is None:
         pytest.skip("no spaCy English model installed")
     report = check_pass(m2f_pass, sample_words=300, tagger="spacy")
