@@ -120,9 +120,9 @@ def run_verify(argv: list[str]) -> None:
     if args.sample == 0:
         return
     report = check_pass(args.out, sample_words=args.sample, seed=args.seed, tagger=args.tagger)
-    print(independent_summary(report))
     if args.json:
         write_json_atomic(args.json, report)
+    print(independent_summary(report))
 
 
 def independent_summary(r: dict) -> str:
