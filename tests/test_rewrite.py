@@ -61,7 +61,8 @@ def test_words_containing_pronoun_tokens_pass_through(neox_tokenizer_path, direc
 
 
 def test_collisions_are_real_tokens_and_counted(neox_tokenizer_path):
-    """The cases FACTS §3 names do start with a pronoun token; the audit counts them as skipped."""
+    """The collisions docs/facts.md §3 names (" hispanic", " hebrew", "Heather", " Heard") do start with a
+    pronoun token; the audit counts them as skipped."""
     tables = get_tables(str(neox_tokenizer_path), "m2f")
     for text in (" hispanic", " hebrew", "Heather", " Heard"):
         ids = tables.tokenizer.encode(text).ids
