@@ -12,7 +12,8 @@ import pytest
 
 from debias.errors import UserError
 from debias.rewrite import get_tables, rewrite_rows, rewrite_text
-from debias.rewrite.core import R, REWRITE, classify, find_forms
+from debias.rewrite.context import R, REWRITE
+from debias.rewrite.detect import classify, find_forms
 
 from conftest import shared_path
 
@@ -60,7 +61,8 @@ def test_words_containing_pronoun_tokens_pass_through(neox_tokenizer_path, direc
 
 
 def test_collisions_are_real_tokens_and_counted(neox_tokenizer_path):
-    """The cases FACTS §3 names do start with a pronoun token; the audit counts them as skipped."""
+    """The collisions docs/facts.md §3 names (" hispanic", " hebrew", "Heather", " Heard") do start with a
+    pronoun token; the audit counts them as skipped."""
     tables = get_tables(str(neox_tokenizer_path), "m2f")
     for text in (" hispanic", " hebrew", "Heather", " Heard"):
         ids = tables.tokenizer.encode(text).ids
@@ -154,12 +156,13 @@ def test_audit_adds_up(neox_tokenizer_path):
 
 def test_exclusions_are_counted_by_reason(neox_tokenizer_path):
     cases = {
-        "et_al": "As He et al. showed, it works.",
-        "helium": "We cooled it with liquid He overnight.",
+        "surname": "As He et al. showed, it works.",
+        "chemistry": "We cooled it with liquid He overnight.",
         "url_or_markup": 'See <html lang="he"> and https://he.wikipedia.org/x',
-        "code_identifier": "x = self.his.append(1)",
+        "code_identifier": "The manual says that you read the list as self.his and nothing else.",
+        "code": "x = self.his.append(1)\nif x == 2:\n    y = he",
         "acronym": "The hospital's HIS was down.",
-        "hyphen_compound": "A He-Ne laser.",
+        "hyphen_compound": "A His-tag and a co-he bond.",
     }
     for reason, text in cases.items():
         out, audit = rewrite_text(text, neox_tokenizer_path, "m2f", with_audit=True)
@@ -226,12 +229,18 @@ def test_stdin_command_line(neox_tokenizer_path):
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: direction 'up'")
     assert len(bad.stderr.strip().splitlines()) == 1
+    binary = subprocess.run([sys.executable, "-m", "debias.rewrite", "--tokenizer", str(neox_tokenizer_path),
+                             "--direction", "m2f"], input=b"He left.\n\xff\xfe\x00\x81 bytes\n",
+                            capture_output=True, cwd=PROJECT, timeout=120)
+    assert binary.returncode == 2 and binary.stdout == b"She left.\n"
+    assert binary.stderr.decode().startswith("error: stdin: line 2 is not UTF-8 text")
+    assert len(binary.stderr.strip().splitlines()) == 1
 
 
 # --- a second, different tokenizer: nothing may depend on GPT-NeoX ids -----------------------------
 
-@pytest.fixture(scope="module")
-def tiny_tokenizer(tmp_path_factory) -> Path:
+def train_tiny_tokenizer(folder: Path) -> Path:
+    """A 3,000-token byte-level BPE trained on LAMBADA and the sentence tables: ids unlike GPT-NeoX's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     texts = [json.loads(line)["text"] for line in
@@ -243,9 +252,14 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
-    path = tmp_path_factory.mktemp("tiny_tokenizer") / "tokenizer.json"
+    path = folder / "tokenizer.json"
     tok.save(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 def test_second_tokenizer_builds_its_own_tables(tiny_tokenizer, neox_tokenizer_path):

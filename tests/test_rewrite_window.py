@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 from debias.errors import UserError
 from debias.io import sha256_file
-from debias.rewrite import get_tables, rewrite_rows, rewrite_window, verify_pass
+from debias.rewrite import get_tables, rewrite_rows, rewrite_window, row_selected, verify_pass
+from debias.rewrite.checker import check_pass, check_streams, load_tagger, selected
 from debias.rewrite.window import load_result
 from debias.stream import Geometry, IndexedStream, StreamWriter, Window, pack_texts
 from debias.stream.mmidx import write_index
@@ -23,15 +25,30 @@ from debias.stream.mmidx import write_index
 from conftest import shared_path
 
 PROJECT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
 SEQ_LEN = 128  # rows of 129 tokens keep the stream small; the code never assumes 2049
+
+
+def labelled_documents() -> list[str]:
+    """The citation, chemistry, code and mixed sentences of the labelled sets, as documents."""
+    docs = []
+    for path in sorted(DATA.glob("rewrite_non_pronouns*.tsv")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                docs.append(line.split("\t")[2].replace("\\n", "\n"))
+    return docs
 
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory, neox_tokenizer_path) -> Path:
-    """LAMBADA passages packed like the Pythia stream (end-of-text between documents)."""
+    """LAMBADA passages packed like the Pythia stream (end-of-text between documents), with the
+    labelled non-pronoun sentences among them so every pass meets names, chemistry and code."""
     lines = shared_path("lambada/lambada_test.jsonl").read_text(encoding="utf-8").splitlines()[:1200]
+    texts = [json.loads(line)["text"] for line in lines]
+    for k, doc in enumerate(labelled_documents()):
+        texts.insert(7 * k, doc)
     prefix = tmp_path_factory.mktemp("stream") / "document"
-    pack_texts((json.loads(line)["text"] for line in lines), neox_tokenizer_path, SEQ_LEN, prefix)
+    pack_texts(texts, neox_tokenizer_path, SEQ_LEN, prefix)
     return prefix
 
 
@@ -225,9 +242,10 @@ def test_verify_fails_on_a_pronoun_the_audit_does_not_explain(stream, neox_token
     data.tofile(str(result.stream) + ".bin")
     problems = verify_pass(out_dir, progress=False)
     assert any("no skip reason accounts for" in p for p in problems)
-    run = subprocess.run([sys.executable, "-m", "debias.rewrite", "verify", str(out_dir), "--quiet"],
-                         capture_output=True, text=True, cwd=PROJECT, timeout=120)
-    assert run.returncode == 1 and "verify failed" in run.stderr
+    assert any("sha256" in p for p in problems)
+    run = verify_cli(out_dir)
+    assert run.returncode == 2 and run.stderr.startswith("error: verify failed: ")
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
 
 
 @pytest.mark.slow
@@ -260,3 +278,132 @@ def test_killed_pass_resumes_to_identical_output(stream, neox_tokenizer_path, tm
     assert json.loads((killed_dir / "audit.json").read_text()) == \
         json.loads((tmp_path / "a" / "whole" / "audit.json").read_text())
     assert not (killed_dir / ".partial").exists()
+
+
+def verify_cli(out_dir, *flags) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "debias.rewrite", "verify", str(out_dir), "--quiet", *flags],
+                          capture_output=True, text=True, cwd=PROJECT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def m2f_pass(stream, neox_tokenizer_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("m2f") / "pass"
+    rewrite_window(stream, Window.from_ratio(geometry(stream), 0.21), out, neox_tokenizer_path, "m2f",
+                   workers=1, progress=False)
+    return out
+
+
+def damaged_copy(pass_dir: Path, tmp_path: Path, damage, reseal: bool = False) -> Path:
+    """A copy of a pass whose rewritten.bin `damage(data)` changed; `reseal`: the manifest's sha256
+    then matches the damaged bytes (a pass that wrote wrong ids itself, not one changed after)."""
+    out = tmp_path / "damaged"
+    shutil.copytree(pass_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["stream"] = str(out / "rewritten")
+    data = np.fromfile(out / "rewritten.bin", dtype=np.uint16)
+    damage(data)
+    data.tofile(out / "rewritten.bin")
+    if reseal:
+        manifest["output_bin_sha256"] = sha256_file(out / "rewritten.bin")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_verify_catches_a_flipped_byte(m2f_pass, tmp_path):
+    def flip(data):
+        # one XOR-ed byte: the high byte of a small id, now far outside the 50,277-token vocabulary
+        data[np.flatnonzero(data < 0x100)[10]] ^= 0xFF00
+
+    out = damaged_copy(m2f_pass, tmp_path, flip)
+    problems = verify_pass(out, progress=False)
+    assert any("sha256" in p for p in problems) and any("outside the vocabulary" in p for p in problems)
+    run = verify_cli(out)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "rewritten.bin" in run.stderr and "Traceback" not in run.stderr
+    resealed = damaged_copy(m2f_pass, tmp_path / "again", flip, reseal=True)
+    assert [p for p in verify_pass(resealed, progress=False) if "outside the vocabulary" in p]
+
+
+def test_verify_catches_a_target_replaced_by_another(m2f_pass, neox_tokenizer_path, tmp_path):
+    tables = get_tables(str(neox_tokenizer_path), "m2f")
+    she, her = (tables.tokenizer.token_to_id(t) for t in ("Ġshe", "Ġher"))
+
+    def swap_one(data):
+        data[np.flatnonzero(data == she)[0]] = her  # " he" -> " she" became " he" -> " her"
+
+    resealed = damaged_copy(m2f_pass, tmp_path, swap_one, reseal=True)
+    problems = verify_pass(resealed, progress=False)
+    assert any("' she' became ' her'" in p or "' he' became ' her'" in p for p in problems), problems
+    run = verify_cli(resealed)
+    assert run.returncode == 2 and "not a m2f pronoun rewrite" in run.stderr
+
+
+def test_verify_refuses_damaged_folders_in_one_line(m2f_pass, tmp_path):
+    bad_manifest = tmp_path / "bad_manifest"
+    shutil.copytree(m2f_pass, bad_manifest)
+    (bad_manifest / "manifest.json").write_text("{not json")
+    no_audit = tmp_path / "no_audit"
+    shutil.copytree(m2f_pass, no_audit)
+    (no_audit / "audit.json").unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [((bad_manifest,), "manifest.json"), ((no_audit,), "audit.json"), ((empty,), "manifest.json"),
+             ((m2f_pass, "--tagger", "banana"), "--tagger"), ((m2f_pass, "--json", "/nonexistent/x.json"), "--json")]
+    for args, name in cases:
+        run = verify_cli(*args)
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], run.stderr
+
+
+def test_verify_prints_independent_rates(m2f_pass, tmp_path):
+    run = verify_cli(m2f_pass, "--tagger", "none", "--json", str(tmp_path / "check.json"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("verified: ") and "precision" in run.stdout and "residual" in run.stdout
+    report = json.loads((tmp_path / "check.json").read_text())
+    rows = json.loads((m2f_pass / "audit.json").read_text())["rows"]
+    assert report["sample_rows"] == rows  # the default sample wants more changed words than this window has
+    assert report["precision"] >= 0.99 and report["precision_ci95"][0] <= report["precision"]
+    assert report["residual_rate"] < 0.02 and len(report["snippets"]) == 20
+    small = check_pass(m2f_pass, sample_words=100, seed=3, tagger="none")
+    assert 100 <= small["changed_words"] < report["changed_words"] and small["sample_rows"] < rows
+    assert check_pass(m2f_pass, sample_words=100, seed=3, tagger="none") == small  # seeded: the same sample
+
+
+def test_checker_sees_what_a_careless_rewriter_does(stream, neox_tokenizer_path, tmp_path):
+    """Rows rewritten by a blind swap of every " He"/" his" token (surnames, helium and code too):
+    the checker, which shares no code with the rewriter, counts those changes as suspicious."""
+    tables = get_tables(str(neox_tokenizer_path), "m2f")
+    ids = {t: tables.tokenizer.token_to_id(t) for t in ("ĠHe", "ĠShe", "He", "She", "Ġhis", "Ġher")}
+    docs = ["Residual networks came from Kaiming He and colleagues; he said his idea was simple.",
+            "The mixture was 20% He and 80% Ne, and he measured it himself.",
+            "for x in range(3):\n    his = [x for x in data]\n    print(his)"]
+    before = tmp_path / "before"
+    pack_texts(docs * 40, neox_tokenizer_path, 31, before)
+    source = IndexedStream(before)
+    rows = source.rows(0, len(source))
+    blind = rows.copy()
+    for a, b in (("ĠHe", "ĠShe"), ("He", "She"), ("Ġhis", "Ġher")):
+        blind[rows == ids[a]] = ids[b]
+    with StreamWriter(tmp_path / "after", rows.dtype, row_length=rows.shape[1]) as writer:
+        writer.append_rows(blind)
+    report = check_streams(source, IndexedStream(tmp_path / "after"), (0, len(source)), 0, neox_tokenizer_path,
+                           "m2f", tagger="none")
+    whys = " ".join(s["why"] for s in report["suspicious"])
+    assert report["precision"] < 0.9 and report["suspicious_count"] > 10
+    assert "name" in whys and "chemistry" in whys and "code" in whys
+
+
+def test_checker_selection_rule_matches_the_rewriter():
+    """The checker re-implements the documented row selection; both must pick the same rows."""
+    rows = np.arange(10_000, 30_000)
+    for seed, fraction in ((1234, 0.5), (7, 0.1), (0, 1.0)):
+        assert np.array_equal(selected(rows, seed, fraction), row_selected(rows, seed, fraction))
+
+
+def test_checker_with_the_tagger(m2f_pass):
+    if load_tagger() is None:
+        pytest.skip("no spaCy English model installed")
+    report = check_pass(m2f_pass, sample_words=300, tagger="spacy")
+    assert report["checker"]["tagger"] and report["changed_words"] >= 300
+    assert report["precision"] >= 0.97

@@ -4,22 +4,31 @@
         rewrite each stdin line (tokenize -> rewrite ids -> decode) to stdout
     python -m debias.rewrite window --source S --out DIR --tokenizer T --direction D (--ratio R | --start-step N)
         rewrite a window of a stream (manifest.json, audit.json and the rewritten stream in DIR)
-    python -m debias.rewrite verify DIR
-        re-scan a finished pass; exit 1 when a source-gender pronoun remains that the audit does not explain
+    python -m debias.rewrite verify DIR [--sample WORDS] [--seed S] [--tagger auto|spacy|none] [--json FILE]
+        check a finished pass (checksum, token ids, every change, audit): one error line and exit 2
+        on the first thing wrong; then re-read a seeded sample independently and print its rates
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-from debias.errors import exit_on_user_error
-from debias.rewrite.lexicon import DIRECTIONS
-from debias.rewrite.resolvers import RESOLVERS
-
-EXIT_VERIFY_FAILED = 1
-
+from debias.errors import UserError, exit_on_user_error
+from debias.io import write_json_atomic
+from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, TAGGER_CHOICES, check_pass
+from debias.rewrite.lexicon import DIRECTIONS, check_direction
+from debias.rewrite.resolvers import RESOLVERS, check_resolver
+from debias.rewrite.tables import get_tables
+from debias.rewrite.text import rewrite_ids
+from debias.rewrite.verify import verify_pass
+from debias.rewrite.window import DEFAULT_BLOCK_ROWS, rewrite_window
+from debias.stream.cli import add_geometry_flags, geometry_from
+from debias.stream.geometry import Window
+from debias.tokenizer import tokenizer_path
 
 def text_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m debias.rewrite", description="Rewrite pronouns in stdin lines.",
@@ -31,8 +40,6 @@ def text_parser() -> argparse.ArgumentParser:
 
 
 def window_parser() -> argparse.ArgumentParser:
-    from debias.stream.cli import add_geometry_flags
-
     p = argparse.ArgumentParser(prog="python -m debias.rewrite window", description="Rewrite a stream window.")
     p.add_argument("--source", required=True, help="stream prefix or .idx")
     p.add_argument("--out", required=True, help="output folder")
@@ -52,16 +59,15 @@ def window_parser() -> argparse.ArgumentParser:
 
 
 def run_text(argv: list[str]) -> None:
-    from debias.rewrite.text import rewrite_ids
-    from debias.rewrite.tables import get_tables
-    from debias.tokenizer import tokenizer_path
-    from debias.rewrite.lexicon import check_direction
-    from debias.rewrite.resolvers import check_resolver
-
     args = text_parser().parse_args(argv)
     tables = get_tables(str(tokenizer_path(args.tokenizer)), check_direction(args.direction))
     resolver = check_resolver(args.resolver)
-    for line in sys.stdin:
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"stdin: line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                            f"{err.start + 1}); the rewriter reads text, one document per line") from None
         body = line.rstrip("\n")
         ids = tables.tokenizer.encode(body, add_special_tokens=False).ids
         out = rewrite_ids(ids, tables, resolver)
@@ -70,10 +76,6 @@ def run_text(argv: list[str]) -> None:
 
 
 def run_window(argv: list[str]) -> None:
-    from debias.rewrite.window import DEFAULT_BLOCK_ROWS, rewrite_window
-    from debias.stream.cli import geometry_from
-    from debias.stream.geometry import Window
-
     args = window_parser().parse_args(argv)
     window = Window.from_config(geometry_from(args), ratio=args.ratio, start_step=args.start_step)
     result = rewrite_window(args.source, window, args.out, args.tokenizer, args.direction,
@@ -86,19 +88,57 @@ def run_window(argv: list[str]) -> None:
                       "remaining_source_pronouns": audit["remaining_source_pronouns"]["total"]}))
 
 
-def run_verify(argv: list[str]) -> None:
-    from debias.rewrite.verify import verify_pass
-
-    p = argparse.ArgumentParser(prog="python -m debias.rewrite verify")
+def verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m debias.rewrite verify",
+                                description="Check a finished pass, then re-read a sample of it independently.")
     p.add_argument("out", help="output folder of a finished pass")
+    p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE_WORDS,
+                   help=f"changed words to re-read (default {DEFAULT_SAMPLE_WORDS}: +-1%% at 95%%); 0 skips it")
+    p.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    p.add_argument("--tagger", default="auto", help="spaCy's tagger as a second reader: auto (where installed), "
+                                                    "spacy, none")
+    p.add_argument("--json", help="also write the re-check's figures to this file")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def run_verify(argv: list[str]) -> None:
+    args = verify_parser().parse_args(argv)
+    if args.sample < 0:
+        raise UserError(f"--sample {args.sample}: must be a number of words, 0 or more")
+    if args.tagger not in TAGGER_CHOICES:  # before the long pass over every row
+        raise UserError(f"--tagger {args.tagger}: use one of {', '.join(TAGGER_CHOICES)}")
+    if args.json:
+        folder = Path(args.json).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"--json {args.json}: cannot write into {folder} (choose a writable folder)")
     problems = verify_pass(args.out, progress=not args.quiet)
     if problems:
-        for problem in problems:
-            print(f"verify failed: {args.out}: {problem}", file=sys.stderr)
-        sys.exit(EXIT_VERIFY_FAILED)
-    print(f"verified: {args.out}")
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise UserError(f"verify failed: {problems[0]}{more}")
+    print(f"verified: {args.out} (checksum, token ids, every change an allowed pronoun rewrite, audit)")
+    if args.sample == 0:
+        return
+    report = check_pass(args.out, sample_words=args.sample, seed=args.seed, tagger=args.tagger)
+    if args.json:
+        write_json_atomic(args.json, report)
+    print(independent_summary(report))
+
+
+def independent_summary(r: dict) -> str:
+    """The re-check's rates in a few lines."""
+    def rate(name):
+        value, ci = r[name], r[f"{name}_ci95"]
+        return "n/a" if value is None else f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+    lines = [f"independent re-check ({r['checker']['tagger'] or 'rules only'}; seed {r['seed']}): "
+             f"{r['sample_rows']} rows, {r['changed_words']} changed words",
+             f"  precision (changed words that are {r['direction']} pronoun rewrites): {rate('precision')}",
+             f"  residual source-gender pronouns: {r['residual']} of {r['source_pronouns']} = {rate('residual_rate')}",
+             f"  suspicious changes: {r['suspicious_count']}"]
+    lines += [f"    row {s['row']}: {s['word']!r} -> {s['after']!r} ({s['why']}): ...{s['context']}..."
+              for s in r["suspicious"][:5]]
+    return "\n".join(lines)
 
 
 @exit_on_user_error

@@ -1,40 +1,23 @@
 """The token-level rewrite of a block of rows: find pronoun forms, decide, replace, count.
 
-All work is numpy over the few candidate positions: one table lookup per token finds the
-candidates (`tables.is_head[ids]`); every later step gathers a handful of neighbouring ids per
-candidate and looks them up in boolean tables over the vocabulary. Rows keep their length and
-tokens never cross a row, because every replacement has the length of what it replaces.
+All work is numpy over the few candidate positions (`detect.py` finds and classifies them, a
+resolver decides his/her). Rows keep their length and tokens never cross a row, because every
+replacement has the length of what it replaces.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from debias.rewrite import lexicon
-from debias.rewrite.tables import FIRST_WORD, TokenTables
+from debias.rewrite.context import METHODS, NOT_WHOLE_WORD, REASONS, REWRITE, R
+from debias.rewrite.detect import CodeSpans, classify, find_forms
+from debias.rewrite.resolvers import get_resolver
+from debias.rewrite.tables import TokenTables
 
-# Why a found form was left alone; "rewrite" (0) means it was replaced.
-REASONS = (
-    "rewrite",
-    "not_whole_word",  # a piece of a longer word: Heather, Hispanic, hebrew, 3He
-    "et_al",  # "He et al." is a surname
-    "helium",  # "liquid He", "He atoms", "He-4"
-    "url_or_markup",  # /he/, lang="he", he.wikipedia, $^3$He
-    "code_identifier",  # self.his, his.append(, his(
-    "acronym",  # HIS = hospital information system, inside mixed-case text
-    "hyphen_compound",  # He-Ne laser, His-tag
-    "row_not_selected",  # outside the `fraction` of rows chosen for rewriting
-    "no_equal_length_target",  # the vocabulary cannot spell the target at the same length
-)
-REWRITE, NOT_WHOLE_WORD = 0, 1
-R = {name: code for code, name in enumerate(REASONS)}
-METHODS = ("none", "rules", "spacy", "learned")
-ACRONYM_CONTEXT = 4  # tokens on each side that decide whether the text around is ALL-CAPS
 SAMPLE_CONTEXT = 12  # tokens on each side in audit snippets
 
 
@@ -48,156 +31,7 @@ class Matches:
     choice: np.ndarray  # which target of the form (0 unless ambiguous)
     method: np.ndarray  # index into METHODS: who decided the choice
     at_edge: np.ndarray  # touches the first or last token of its row
-
-
-def find_forms(flat: np.ndarray, row_length: int, tables: TokenTables,
-               candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and form indices of every source form (longest spelling wins, no overlaps).
-
-    `candidates` (sorted positions) limits the search to those positions instead of every token.
-    """
-    if candidates is None:
-        pos = np.flatnonzero(tables.is_head[flat])
-    else:
-        pos = candidates[tables.is_head[flat[candidates]]]
-    if pos.size == 0:
-        return pos, pos.astype(np.int32)
-    first = flat[pos]
-    form = np.full(pos.size, -1, dtype=np.int32)
-    # multi-token spellings: only where the first two tokens can start one (few positions)
-    col = pos % row_length
-    has_second = col + 1 < row_length
-    maybe = np.flatnonzero(tables.is_multi_head[first] & has_second)
-    if maybe.size:
-        maybe = maybe[tables.is_multi_second[flat[pos[maybe] + 1]]]
-    for f in tables.multi_forms:  # longest first: " HIM"+"SE"+"LF" before " HIM"
-        k = len(f.source)
-        idx = maybe[(form[maybe] < 0) & (first[maybe] == f.source[0]) & (col[maybe] + k <= row_length)]
-        for j in range(1, k):
-            idx = idx[flat[pos[idx] + j] == f.source[j]]
-        form[idx] = f.index
-    rest = form < 0
-    form[rest] = tables.single_form[first[rest]]
-    keep = form >= 0
-    pos, form = pos[keep], form[keep]
-    if tables.multi_forms and pos.size > 1:  # drop a match that starts inside an earlier one
-        ends = pos + tables.form_length[form]
-        covered = np.concatenate(([0], np.maximum.accumulate(ends)[:-1]))
-        keep = pos >= covered
-        pos, form = pos[keep], form[keep]
-    return pos, form
-
-
-class Context:
-    """Neighbouring token ids of each match, with masks for neighbours outside the row."""
-
-    def __init__(self, flat: np.ndarray, row_length: int, pos: np.ndarray, length: np.ndarray):
-        self.flat, self.row_length, self.pos = flat, row_length, pos
-        self.col = pos % row_length
-        self.length = length
-
-    def before(self, d: int, idx=slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """Ids `d` tokens before the matches `idx` (all by default) and whether they are inside the row."""
-        pos = self.pos[idx]
-        valid = self.col[idx] - d >= 0
-        return self.flat[np.where(valid, pos - d, pos)], valid
-
-    def after(self, d: int, idx=slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """Ids `d` tokens after the last token of the matches `idx` and whether they are inside the row."""
-        pos, off = self.pos[idx], self.length[idx] - 1 + d
-        valid = self.col[idx] + off < self.row_length
-        return self.flat[np.where(valid, pos + off, pos)], valid
-
-
-def classify(flat: np.ndarray, row_length: int, pos: np.ndarray, form: np.ndarray,
-             tables: TokenTables) -> tuple[np.ndarray, np.ndarray]:
-    """Reason code per match (REWRITE where it is a pronoun to rewrite) and the row-edge mask."""
-    t = tables
-    ctx = Context(flat, row_length, pos, t.form_length[form])
-    reason = np.zeros(pos.size, dtype=np.int8)
-
-    def mark(mask: np.ndarray, name: str) -> None:
-        reason[(reason == REWRITE) & mask] = R[name]
-
-    p1, has_p1 = ctx.before(1)
-    n1, has_n1 = ctx.after(1)
-    # second neighbours matter only behind a quote or after a dot or hyphen: look them up there only
-    quoted = np.flatnonzero(has_p1 & t.is_quote[p1])
-    p2, has_p2 = ctx.before(2, quoted)
-    equals_before_quote = np.zeros(pos.size, dtype=bool)
-    equals_before_quote[quoted] = has_p2 & t.ends_equals[p2]
-    joined = np.flatnonzero(has_n1 & (t.is_dot[n1] | t.is_hyphen[n1]))
-    n2, has_n2 = ctx.after(2, joined)
-    word_after_joint = np.zeros(pos.size, dtype=bool)
-    word_after_joint[joined] = has_n2 & t.word_start[n2]
-    left = t.form_left[form]  # forms without a leading space: the left neighbour matters
-    at_edge = ~has_n1 | (left & ~has_p1)
-
-    # whole word: the next token must not continue the word, nor the previous one lead into it
-    mark((has_n1 & t.word_start[n1]) | (left & has_p1 & t.word_end[p1]), "not_whole_word")
-    # "He et al." / "He et al"
-    mark(has_n1 & t.et_al_one[n1], "et_al")
-    # helium: only the capitalised "He"
-    he_title = t.form_is_he_title[form]
-    mark(he_title & ((has_p1 & t.helium_before[p1]) | (has_n1 & t.helium_after[n1])), "helium")
-    cue_after = np.flatnonzero((reason == REWRITE) & has_n1 &
-                               (t.cue_piece_et[n1] | (he_title & t.cue_piece_helium[n1])))
-    beyond, has_beyond = ctx.after(2, cue_after)  # a piece followed by this is a word of its own
-    settled = t.piece_is_other_word[n1[cue_after]] & has_beyond & t.breaks_word[beyond]
-    _cue_words(ctx, t, reason, cue_after[~settled],
-               np.flatnonzero((reason == REWRITE) & he_title & has_p1 & t.cue_piece_before[p1]), he_title)
-    # language codes and paths in URLs and markup: /he/, lang="he", he.wikipedia, ?hl=he
-    markup_left = left & has_p1 & (t.ends_markup[p1] | equals_before_quote)
-    mark(markup_left | (has_n1 & t.starts_slash[n1]), "url_or_markup")
-    # code: self.his, his.append(...), his(...), his[0]
-    dotted_right = has_n1 & (t.dot_word[n1] | (t.is_dot[n1] & word_after_joint))
-    mark((left & t.form_is_lower[form] & has_p1 & t.ends_dot[p1]) | dotted_right | (has_n1 & t.opens_call[n1]),
-         "code_identifier")
-    # ALL-CAPS forms are pronouns only inside ALL-CAPS text
-    caps = np.flatnonzero(t.form_is_upper[form] & (reason == REWRITE))
-    if caps.size:
-        sub = Context(flat, row_length, pos[caps], ctx.length[caps])
-        reason[caps[~_inside_caps_text(sub, t)]] = R["acronym"]
-    # He-Ne, His-tag, co-he
-    hyphen_right = has_n1 & (t.hyphen_word[n1] | (t.is_hyphen[n1] & word_after_joint))
-    mark(hyphen_right | (left & has_p1 & t.ends_hyphen[p1]), "hyphen_compound")
-    return reason, at_edge
-
-
-ET_AL = re.compile(r"\s*et\.?\s+al\b", re.IGNORECASE)
-LAST_WORD = re.compile(r"(\w+)\W*$")
-
-
-def _cue_words(ctx: Context, t: TokenTables, reason, after_idx, before_idx, he_title) -> None:
-    """"et al" and helium cue words that the vocabulary splits into pieces: decode a few tokens."""
-    def text(i, lo, hi):
-        row_start = ctx.pos[i] - ctx.col[i]
-        lo, hi = max(lo, row_start), min(hi, row_start + ctx.row_length)
-        return "".join(t.strings[k] for k in ctx.flat[lo:hi].tolist())
-
-    for i in after_idx.tolist():
-        end = int(ctx.pos[i] + ctx.length[i])
-        following = text(i, end, end + 6)
-        word = FIRST_WORD.match(following)
-        if ET_AL.match(following):
-            reason[i] = R["et_al"]
-        elif he_title[i] and word and word.group(1).lower() in lexicon.HELIUM_AFTER:
-            reason[i] = R["helium"]
-    for i in before_idx.tolist():
-        word = LAST_WORD.search(text(i, int(ctx.pos[i]) - 6, int(ctx.pos[i])))
-        if word and word.group(1).lower() in lexicon.HELIUM_BEFORE:
-            reason[i] = R["helium"]
-
-
-def _inside_caps_text(ctx: Context, t: TokenTables) -> np.ndarray:
-    """True where the tokens around a match have letters and none of them is lower-case."""
-    lower = np.zeros(ctx.pos.size, dtype=bool)
-    letters = np.zeros(ctx.pos.size, dtype=bool)
-    for d in range(1, ACRONYM_CONTEXT + 1):
-        for ids, valid in (ctx.before(d), ctx.after(d)):
-            lower |= valid & t.has_lower[ids]
-            letters |= valid & t.has_letter[ids]
-    return letters & ~lower
+    code: CodeSpans | None  # the block's document spans that read as code (None: not needed)
 
 
 def row_selected(rows: np.ndarray, seed: int, fraction: float) -> np.ndarray:
@@ -231,6 +65,9 @@ class BlockAudit:
     changes: Counter = field(default_factory=Counter)  # '" his" -> " her"' -> occurrences
     changed_tokens_by_form: Counter = field(default_factory=Counter)  # same keys -> positions
     skips: Counter = field(default_factory=Counter)  # reason -> occurrences
+    skipped_tokens: Counter = field(default_factory=Counter)  # reason -> source tokens left as they were
+    code_spans: int = 0  # document spans (cut at row edges) that read as code: nothing in them changes
+    code_tokens: int = 0  # tokens in those spans
     skipped_forms: Counter = field(default_factory=Counter)  # 'reason: " He"' -> occurrences
     decisions: Counter = field(default_factory=Counter)  # 'learned: det' -> occurrences
     row_edge_rewrites: int = 0
@@ -238,9 +75,11 @@ class BlockAudit:
     sample: list = field(default_factory=list)
 
     def merge(self, other: "BlockAudit", max_sample: int = 40) -> "BlockAudit":
-        for name in ("rows", "rows_selected", "rows_touched", "tokens", "changed_tokens", "row_edge_rewrites"):
+        for name in ("rows", "rows_selected", "rows_touched", "tokens", "changed_tokens", "row_edge_rewrites",
+                     "code_spans", "code_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("changes", "changed_tokens_by_form", "skips", "skipped_forms", "decisions", "remaining"):
+        for name in ("changes", "changed_tokens_by_form", "skips", "skipped_tokens", "skipped_forms",
+                     "decisions", "remaining"):
             getattr(self, name).update(getattr(other, name))
         self.sample.extend(other.sample[: max(0, max_sample - len(self.sample))])
         return self
@@ -256,6 +95,8 @@ class BlockAudit:
             "changes": {k: {"count": self.changes[k], "tokens": self.changed_tokens_by_form[k]}
                         for k in sorted(self.changes)},
             "skips": dict(sorted(self.skips.items())),
+            "skipped_tokens": dict(sorted(self.skipped_tokens.items())),
+            "code_spans": {"spans": self.code_spans, "tokens": self.code_tokens},
             "skipped_forms": dict(sorted(self.skipped_forms.items())),
             "decisions": dict(sorted(self.decisions.items())),
             "row_edge_rewrites": self.row_edge_rewrites,
@@ -274,6 +115,9 @@ class BlockAudit:
         audit.changes = Counter({k: v["count"] for k, v in d["changes"].items()})
         audit.changed_tokens_by_form = Counter({k: v["tokens"] for k, v in d["changes"].items()})
         audit.skips = Counter(d["skips"])
+        audit.skipped_tokens = Counter(d.get("skipped_tokens", {}))
+        audit.code_spans = d.get("code_spans", {}).get("spans", 0)
+        audit.code_tokens = d.get("code_spans", {}).get("tokens", 0)
         audit.skipped_forms = Counter(d["skipped_forms"])
         audit.decisions = Counter(d["decisions"])
         audit.remaining = Counter(d["remaining_source_pronouns"]["by_reason"])
@@ -291,7 +135,8 @@ def scan(rows: np.ndarray, tables: TokenTables, resolver=None, first_row: int = 
     n, length = rows.shape
     flat = rows.reshape(-1)
     pos, form = find_forms(flat, length, tables)
-    reason, at_edge = classify(flat, length, pos, form, tables)
+    code = CodeSpans(flat, length, tables) if pos.size else None
+    reason, at_edge = classify(flat, length, pos, form, tables, code)
     if fraction < 1.0:
         selected = row_selected(first_row + pos // length, seed, fraction)
         reason[(reason == REWRITE) & ~selected] = R["row_not_selected"]
@@ -299,13 +144,11 @@ def scan(rows: np.ndarray, tables: TokenTables, resolver=None, first_row: int = 
     method = np.zeros(pos.size, dtype=np.int8)
     todo = (reason == REWRITE) & tables.form_ambiguous[form]
     if todo.any():
-        from debias.rewrite.resolvers import get_resolver
-
         idx = np.flatnonzero(todo)
         choice[idx], method[idx] = get_resolver(resolver).choose(flat, length, pos[idx], form[idx], tables)
     no_target = (reason == REWRITE) & ~tables.has_target[form, choice]
     reason[no_target] = R["no_equal_length_target"]
-    return Matches(pos, form, reason, choice, method, at_edge)
+    return Matches(pos, form, reason, choice, method, at_edge, code)
 
 
 def rewrite_rows(rows: np.ndarray, tables: TokenTables, resolver=None, first_row: int = 0,
@@ -364,7 +207,10 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, first_row, seed, fr
     for code in np.flatnonzero(skip_counts):
         r, f = divmod(int(code), n_forms)
         a.skips[REASONS[r]] += int(skip_counts[code])
+        a.skipped_tokens[REASONS[r]] += int(skip_counts[code]) * int(tables.form_length[f])
         a.skipped_forms[f"{REASONS[r]}: {forms[f].text!r}"] += int(skip_counts[code])
+    code_spans = m.code if m.code is not None else CodeSpans(flat, length, tables)
+    a.code_spans, a.code_tokens = code_spans.spans, code_spans.tokens
     amb = go & tables.form_ambiguous[m.form]
     decision_counts = np.bincount((m.method[amb].astype(np.int64) * n_forms + m.form[amb]) * 2 + m.choice[amb],
                                   minlength=len(METHODS) * n_forms * 2)
@@ -380,7 +226,7 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, first_row, seed, fr
     extra = later[tables.is_head[flat_out[later]]]
     candidates = np.union1d(m.pos, extra) if extra.size else m.pos
     a.remaining = remaining_source_pronouns(rows, out, tables, first_row, seed, fraction,
-                                            candidates=candidates)
+                                            candidates=candidates, code=code_spans)
     if sample:
         a.sample = _snippets(flat, flat_out, m.pos[go], length, tables, sample, first_row)
     return a
@@ -388,16 +234,17 @@ def _audit_block(rows, out, m: Matches, tables: TokenTables, first_row, seed, fr
 
 def remaining_source_pronouns(before: np.ndarray | None, after: np.ndarray, tables: TokenTables,
                               first_row: int = 0, seed: int = 1234, fraction: float = 1.0,
-                              candidates: np.ndarray | None = None) -> Counter:
+                              candidates: np.ndarray | None = None, code: CodeSpans | None = None) -> Counter:
     """Whole-word source pronouns left unchanged in `after`, by the reason they were left.
 
     Scans the rewritten rows afresh. For `swap`, whose targets are source forms too, `before` is
     needed and only positions equal in both count. Reason "rewrite" means nothing explains it.
+    `code`: the input's code spans, which are the output's too (pronoun tokens weigh nothing).
     """
     n, length = after.shape
     flat = after.reshape(-1)
     pos, form = find_forms(flat, length, tables, candidates)
-    reason, _ = classify(flat, length, pos, form, tables)
+    reason, _ = classify(flat, length, pos, form, tables, code)
     keep = reason != NOT_WHOLE_WORD
     if tables.direction == "swap":
         if before is None:

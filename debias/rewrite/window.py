@@ -42,14 +42,15 @@ from tqdm import tqdm
 from debias.errors import UserError
 from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from debias.rewrite import lexicon
-from debias.rewrite.core import REASONS, BlockAudit, rewrite_rows
+from debias.rewrite.context import REASONS
+from debias.rewrite.core import BlockAudit, rewrite_rows
 from debias.rewrite.resolvers import check_resolver
 from debias.rewrite.tables import get_tables, tokenizer_sha256
 from debias.tokenizer import load_tokenizer, tokenizer_path
 from debias.stream import IndexedStream, Window
 from debias.stream.mmidx import write_index
 
-REWRITER_VERSION = 1  # bump when a change alters what a pass writes: old caches stop matching
+REWRITER_VERSION = 2  # bump when a change alters what a pass writes: old caches stop matching
 STREAM_NAME = "rewritten"
 DEFAULT_BLOCK_ROWS = 4096  # ~16 MB of uint16 per block: big enough to amortise, small enough to resume
 SAMPLE_PER_BLOCK, SAMPLE_TOTAL = 2, 40
