@@ -6,14 +6,17 @@
 Both take the loss from `model(ids, labels)` (cross-entropy in fp32 over every predicted token,
 averaged over the micro-batch, in chunks that never hold the whole batch's logits), divide it by
 grad_accum and accumulate the micro-batches' gradients in fp32, so on the same global batch they
-follow the same recipe. They differ in where bf16 lives: the torch engine autocasts over fp32
-weights; DeepSpeed holds the module in bf16 with fp32 master weights in its optimizer.
-fp16 uses Pythia's dynamic loss scaling in both (`precision.py`).
+follow the same recipe. bf16 is the same in both: autocast over fp32 weights and fp32 gradients
+(DeepSpeed's `torch_autocast` mode, its gradients reduced in fp32), so the two engines agree to
+round-off. fp16 uses Pythia's dynamic loss scaling in both (`precision.py`); DeepSpeed then holds
+the module in fp16 with fp32 master weights, exactly as Pythia trained, and sums micro-batch
+gradients in fp32 (`data_types.grad_accum_dtype`), as the torch engine does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 from pathlib import Path
 
@@ -124,9 +127,13 @@ class DeepSpeedEngine:
                                   sum(p.numel() for p in model.parameters()), extra_config or {})
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model.to(device), optimizer=optimizer, config=config)
         self.model = self.ds.module
+        # DeepSpeed would unpickle its checkpoint files with weights_only=False: a file planted in a
+        # shared cache could run code. Every file it reads goes through `load_without_code` instead.
+        self.ds.checkpoint_engine.load = load_without_code
 
     def compute_context(self):
-        return contextlib.nullcontext()  # DeepSpeed casts the module itself (bf16 / fp16)
+        """For calls of the module outside DeepSpeed's forward (probes): its autocast, if any."""
+        return autocast(self.device, self.precision) if self.precision == "bf16" else contextlib.nullcontext()
 
     def forward_backward(self, input_ids: torch.Tensor, labels: torch.Tensor, last_micro_batch: bool) -> torch.Tensor:
         if self.zero_stage < 3:  # through DeepSpeed's forward: it hooks the backward of its output
@@ -158,20 +165,47 @@ class DeepSpeedEngine:
         self.ds.save_checkpoint(str(folder), tag=self.CHECKPOINT_TAG)  # collective: every rank writes its shard
 
     def load(self, folder: Path) -> None:
-        # DeepSpeed unpickles these files with weights_only=False: the caller (resume.load_checkpoint)
-        # loads only checkpoints whose file checksums this trainer recorded when it saved them.
         path, _ = self.ds.load_checkpoint(str(folder), tag=self.CHECKPOINT_TAG, load_optimizer_states=True,
                                           load_lr_scheduler_states=False)
         if path is None:
             raise UserError(f"{folder}: no DeepSpeed checkpoint inside; delete this folder to restart from the previous checkpoint")
 
     def full_state_dict(self, folder: Path | None = None) -> dict[str, torch.Tensor]:
-        """fp32 weights of the whole model, consolidated from a saved ZeRO checkpoint (`folder`)."""
-        if self.precision == "fp32" and self.zero_stage < 3:  # the module holds them, whole and in fp32
+        """fp32 weights of the whole model. A collective: every rank calls it. With fp32 weights
+        (fp32, bf16 autocast) and ZeRO-1/2 the module holds them whole; otherwise they are gathered
+        from the optimizer's fp32 master partitions (exact, unlike an fp16 module's copy)."""
+        if self.precision in ("fp32", "bf16") and self.zero_stage < 3:
             return {k: v.detach().float().cpu() for k, v in self.model.state_dict().items()}
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        from deepspeed.utils import safe_get_full_fp32_param
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=self.CHECKPOINT_TAG)
+        return {name: safe_get_full_fp32_param(param).detach().float().cpu()
+                for name, param in self.model.named_parameters()}
+
+
+# The only objects other than tensors and plain containers that DeepSpeed writes into the
+# checkpoints of this trainer (ZeRO-1/2; fp32, bf16 autocast, fp16): inert records of its state.
+DEEPSPEED_CHECKPOINT_CLASSES = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+
+
+def load_without_code(path, map_location=None):
+    """torch.load(weights_only=True) of a DeepSpeed checkpoint file, allowing only the classes
+    above: a file that names any other class or function is refused before anything in it runs."""
+    found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    foreign = sorted(set(found) - set(DEEPSPEED_CHECKPOINT_CLASSES))
+    if foreign:
+        raise UserError(f"{path}: refused to unpickle: it names {', '.join(foreign)}, which no checkpoint of this "
+                        f"trainer holds; delete {Path(path).parent.parent} to resume from the previous checkpoint")
+    classes = []
+    for name in found:
+        module, _, attribute = name.rpartition(".")
+        classes.append(getattr(importlib.import_module(module), attribute))
+    with torch.serialization.safe_globals(classes):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def deepspeed_config(precision: str, grad_clip: float, micro_batch: int, grad_accum: int, world_size: int,
@@ -186,15 +220,18 @@ def deepspeed_config(precision: str, grad_clip: float, micro_batch: int, grad_ac
         # DeepSpeed's buckets default to 5e8 elements; a bucket larger than the model only costs
         # allocation time (seconds per step on CPU), so cap them at the model's size.
         "zero_optimization": {"stage": zero_stage, "reduce_bucket_size": bucket, "allgather_bucket_size": bucket},
-        "bf16": {"enabled": precision == "bf16"},
+        # bf16 as the torch engine runs it: autocast over the fp32 module; no module class is
+        # "lower-precision safe", so every gradient is reduced in fp32 (DeepSpeed's default list
+        # would reduce Linear gradients in bf16)
+        "torch_autocast": {"enabled": precision == "bf16", "dtype": "bfloat16", "lower_precision_safe_modules": []},
         "fp16": {"enabled": precision == "fp16", **PYTHIA_FP16},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
-    if precision in ("bf16", "fp16"):
+    if precision == "fp16":
         # Sum micro-batch gradients in fp32, as the torch engine does; DeepSpeed's default is the
-        # module's dtype (with ZeRO-1 and bf16 this selects its BF16_Optimizer).
+        # module's dtype. (bf16 and fp32 modules are fp32: their gradients are fp32 already.)
         config["data_types"] = {"grad_accum_dtype": "fp32"}
     return _merge(config, extra)
 

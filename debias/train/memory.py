@@ -115,11 +115,12 @@ def measure_step_memory(model, seq_len: int, compute_context, device: torch.devi
 
 def optimizer_state_bytes(num_params: int, engine: str, precision: str, world_size: int) -> int:
     """Bytes the probe's fp32-weights step does not hold yet: Adam's two fp32 moments (torch), or
-    DeepSpeed's layout: half-precision module and gradients, fp32 accumulation buffer, fp32 master
-    weights and moments sharded over ranks, minus the fp32 weights and gradients the probe held."""
+    DeepSpeed's: fp32 master weights and moments sharded over ranks (fp32 and bf16-autocast
+    modules), for fp16 also the fp16 module and gradients and the fp32 accumulation buffer,
+    minus the fp32 weights and gradients the probe held."""
     if engine == "torch":
         return 8 * num_params
-    if precision == "fp32":
+    if precision in ("fp32", "bf16"):
         return 12 * num_params // world_size
     half_module = (2 + 2 + 4) * num_params + 12 * num_params // world_size
     return max(half_module - 8 * num_params, 0)
