@@ -319,10 +319,27 @@ def warm_up_compiled(engine, micro_batch: int, seq_len: int) -> str:
     except Exception as err:  # any failure of dynamo / inductor / the compiler toolchain
         model.uncompile_blocks()
         torch._dynamo.reset()
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        reason = first_line(root_cause(err))
         log.warning("torch.compile failed (%s); training eagerly", reason)
         return f"eager: compilation failed ({reason})"
     return "compiled"
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost exception (dynamo wraps a compiler's own error in its own)."""
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "inner_exception", None) or err.__cause__
+        if inner is None:
+            break
+        err = inner
+    return err
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
 
 
 # --- helpers ---------------------------------------------------------------------------------
