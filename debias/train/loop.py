@@ -123,6 +123,11 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
     step, loss_sum, loss_count = job.start_step, 0.0, 0
     adam_state = "imported" if optimizer_state["treatment"] == "imported" else "fresh"
     on_rank0(lambda: claim_run_dir(run_dir, record), rank)
+    setup = {"engine": engine.name, "precision": precision, "device": str(device), "world_size": world_size,
+             "micro_batch": layout.micro_batch, "grad_accum": layout.grad_accum, "micro_batch_choice": choice.reason,
+             "activation_checkpointing": model.gradient_checkpointing, "compile": compile_status}
+    if rank == 0:  # what the `auto` settings became, readable while the run goes on
+        write_json_atomic(run_dir / "setup.json", setup)
     if resume is not None:
         meta = load_checkpoint(resume[1], engine, rank, record["fingerprint"])
         step, loss_sum, loss_count = meta["step"], meta["loss_sum"], meta["loss_count"]
@@ -226,10 +231,7 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
         "mean_loss": loss_sum / loss_count if loss_count else None,
         "wall_seconds": time.time() - started,
         "tokens_per_s": run_tokens / run_seconds if run_seconds else None,
-        "engine": engine.name, "precision": precision, "loss_scale": loss_scale,
-        "device": str(device), "world_size": world_size,
-        "micro_batch": layout.micro_batch, "grad_accum": layout.grad_accum, "micro_batch_choice": choice.reason,
-        "activation_checkpointing": model.gradient_checkpointing, "compile": compile_status,
+        **setup, "loss_scale": loss_scale,
         "lr_first": lr_at(job.start_step, job.peak_lr, job.total_steps, job.warmup_steps, job.min_lr_ratio),
         "lr_last": lr_at(job.end_step - 1, job.peak_lr, job.total_steps, job.warmup_steps, job.min_lr_ratio),
         "adam_state": adam_state, "optimizer_state": optimizer_state, "init": init_identity, "gelu": model.config.gelu,
