@@ -51,7 +51,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         num_tokens = hidden.shape[0]
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_hidden else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        grad_weight = None  # fp32, summed over chunks (the first chunk's product is taken as it is)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):  # the dtypes below are explicit
             w = weight.to(dtype)
@@ -70,7 +70,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                     if need_hidden:
                         grad_hidden[start:stop] = grad_logits @ w
                     if need_weight:
-                        grad_weight += (grad_logits.t() @ h).float()
+                        product = (grad_logits.t() @ h).float()
+                        grad_weight = product if grad_weight is None else grad_weight.add_(product)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.num_tokens, ctx.hidden_dtype, ctx.weight_dtype = num_tokens, hidden.dtype, weight.dtype
         return total / num_tokens

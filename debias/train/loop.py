@@ -22,7 +22,7 @@ from debias.tokenizer import load_tokenizer
 from debias.train.config import TrainerConfig, TrainJob
 from debias.train.data import BatchLayout, StepPrefetcher, WindowBatches, open_stream, split_micro_batches
 from debias.train.engine import DeepSpeedEngine, TorchEngine, resolve_device
-from debias.train.memory import choose_micro_batch, measure_step_memory, optimizer_state_bytes
+from debias.train.memory import StepMemory, choose_micro_batch, measure_step_memory, optimizer_state_bytes
 from debias.train.optim import build_optimizer, import_optimizer_state
 from debias.train.precision import autocast, loss_scale_settings, resolve_precision
 from debias.train.resume import (claim_run_dir, fingerprint, latest_checkpoint, load_checkpoint, read_meta,
@@ -269,12 +269,26 @@ def choose_layout(cfg: TrainerConfig, job: TrainJob, model: GPTNeoX, device: tor
     memory = None
     if device.type == "cuda" and "auto" in (micro_batch, checkpointing):
         num_params = sum(p.numel() for p in model.parameters())
-        memory = measure_step_memory(model, seq_len, lambda: autocast(device, precision), device,
-                                     optimizer_state_bytes(num_params, cfg.engine, precision, world_size))
+        memory = agree_across_ranks(measure_step_memory(model, seq_len, lambda: autocast(device, precision), device,
+                                                        optimizer_state_bytes(num_params, cfg.engine, precision, world_size)),
+                                    device)
     choice = choose_micro_batch(rows_per_rank, micro_batch, checkpointing, memory)
     log.info("micro_batch %d, activation checkpointing %s (%s)", choice.micro_batch,
              "on" if choice.activation_checkpointing else "off", choice.reason)
     return choice
+
+
+def agree_across_ranks(memory: StepMemory, device: torch.device) -> StepMemory:
+    """Every rank must choose the same micro-batch: plan for the tightest GPU (smallest budget,
+    largest costs)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return memory
+    values = torch.tensor([-memory.budget, memory.fixed[False], memory.fixed[True], memory.per_row[False],
+                           memory.per_row[True]], dtype=torch.float64, device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    budget, fixed0, fixed1, row0, row1 = (int(v) for v in values.tolist())
+    return StepMemory(fixed={False: fixed0, True: fixed1}, per_row={False: row0, True: row1},
+                      optimizer=memory.optimizer, budget=-budget)
 
 
 def compile_blocks(model: GPTNeoX, cfg: TrainerConfig, device: torch.device) -> str:
