@@ -47,7 +47,7 @@ def test_dry_run_measures_every_item_on_cpu(tmp_path):
     assert results["dry_run"] is True and results["device"].startswith("cpu")
     items = results["items"]
     for key in ("trainer_tiny", "transformers_tiny", "deepspeed_tiny"):
-        assert items[key]["tokens_per_s"] > 0, items[key]
+        assert items[key].get("tokens_per_s", 0) > 0, items[key]
     assert items["trainer_tiny"]["steps_measured"] == 6 and items["trainer_tiny"]["setup"]["micro_batch"] == 8
     assert items["deepspeed_tiny"]["setup"]["engine"] == "deepspeed"
     if (SHARED_DATA / "lambada").exists():

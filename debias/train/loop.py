@@ -36,8 +36,10 @@ log = logging.getLogger("debias.train")
 EXIT_DIVERGED = 3  # exit status of a worker whose loss diverged (bad input is 2)
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept. Not
+    bad input, but reported the same way: one line (the step, the run folder) wherever it surfaces;
+    a worker process exits with EXIT_DIVERGED."""
 
 
 def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",

@@ -25,6 +25,7 @@ log = logging.getLogger("debias.train")
 CPU_MICRO_BATCH = 8          # a sane size for CPU runs: larger matmuls, bounded memory
 MEMORY_MARGIN = 0.10         # of the device's memory, kept free: allocator fragmentation, NCCL, cuBLAS workspaces
 MEMORY_RESERVE = 1 << 30     # and one GiB more
+NEVER_FITS = 1 << 62         # the fixed cost recorded for a way that ran out of memory while measured
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,11 @@ def choose_micro_batch(rows_per_rank: int, micro_batch, checkpointing, memory: S
         if rows is not None:
             return MicroBatchChoice(rows, ckpt, f"largest divisor of {rows_per_rank} rows that fits: "
                                     f"~{estimate(memory, rows, ckpt) / 2**30:.1f} of {memory.budget / 2**30:.1f} GiB")
+    need = ("more than the GPU holds" if memory.fixed[True] >= NEVER_FITS
+            else f"~{estimate(memory, 1, True) / 2**30:.1f} GiB")
     raise UserError(f"trainer.micro_batch=auto: not even one row fits in GPU memory ({memory.budget / 2**30:.1f} GiB "
-                    f"usable, one row needs ~{estimate(memory, 1, True) / 2**30:.1f} GiB with activation checkpointing); "
-                    "use more GPUs with trainer=deepspeed (ZeRO shards the optimizer state) or a larger GPU")
+                    f"usable, one row needs {need} with activation checkpointing); use more GPUs with "
+                    "trainer=deepspeed (ZeRO shards the optimizer state; zero_stage=2 also the gradients) or a larger GPU")
 
 
 def estimate(memory: StepMemory, rows: int, checkpointing: bool) -> int:
@@ -92,16 +95,22 @@ def measure_step_memory(model, seq_len: int, compute_context, device: torch.devi
         for ckpt in (False, True):
             model.gradient_checkpointing = ckpt
             peaks = []
-            for rows in (1, 2):
+            try:
+                for rows in (1, 2):
+                    model.zero_grad(set_to_none=True)
+                    torch.cuda.synchronize(device)
+                    torch.cuda.reset_peak_memory_stats(device)
+                    ids = torch.zeros((rows, seq_len), dtype=torch.long, device=device)
+                    with compute_context():
+                        loss = model(ids, ids)
+                    loss.backward()
+                    del loss
+                    peaks.append(torch.cuda.max_memory_allocated(device))
+            except torch.cuda.OutOfMemoryError:  # two rows do not fit this way: it is never chosen
                 model.zero_grad(set_to_none=True)
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                ids = torch.zeros((rows, seq_len), dtype=torch.long, device=device)
-                with compute_context():
-                    loss = model(ids, ids)
-                loss.backward()
-                del loss
-                peaks.append(torch.cuda.max_memory_allocated(device))
+                torch.cuda.empty_cache()
+                fixed[ckpt], per_row[ckpt] = NEVER_FITS, 1
+                continue
             per_row[ckpt] = max(peaks[1] - peaks[0], 1)
             fixed[ckpt] = peaks[0] - per_row[ckpt]
     finally:
