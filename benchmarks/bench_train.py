@@ -274,7 +274,10 @@ def drive(args) -> dict:
         "dry_run": args.dry_run, "torch": torch.__version__, "python": sys.version.split()[0],
         "peak_bf16_flops": peak(dev), "budget_seconds": args.budget, "items": {},
     }
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    # each measurement is a single process of its own: no inherited torch.distributed rendezvous
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     if args.dry_run:
         env |= {"DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     for key, item_args, cap in plan(args.dry_run):

@@ -131,7 +131,9 @@ def test_bf16_engines_are_one_recipe_in_one_process(stream, tmp_path):
     the DeepSpeed engine follows the torch engine to round-off."""
     settings = {**QUIET, "precision": "bf16", "micro_batch": 2}
     torch_run = launch_training(job_for(stream), {**settings, "engine": "torch"}, tmp_path / "torch")
+    had_port = "MASTER_PORT" in os.environ
     ds_run = launch_training(job_for(stream), {**settings, "engine": "deepspeed"}, tmp_path / "ds")
+    assert ("MASTER_PORT" in os.environ) == had_port  # a later child process must not inherit the rendezvous
     assert torch_run["precision"] == ds_run["precision"] == "bf16" and ds_run["loss_scale"] is None
     np.testing.assert_allclose(losses(tmp_path / "ds"), losses(tmp_path / "torch"), rtol=1e-6, atol=0)
     ours, theirs = (load_file(str(tmp_path / d / "model" / "model.safetensors")) for d in ("torch", "ds"))

@@ -34,6 +34,7 @@ log = logging.getLogger("debias.train")
 
 
 EXIT_DIVERGED = 3  # exit status of a worker whose loss diverged (bad input is 2)
+DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 class TrainingDiverged(UserError):
@@ -53,10 +54,14 @@ def run_training(job: TrainJob, trainer_cfg=None, run_dir: str | Path = ".",
     Returns the summary also written to `<run_dir>/summary.json`.
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
+    environment = set(os.environ)
     try:
         return _train(job, trainer_cfg, run_dir, on_batch)
-    finally:  # the setting is process-wide: give the caller back its own
+    finally:  # process-wide settings: give the caller back its own
         torch.use_deterministic_algorithms(deterministic)
+        for key in DISTRIBUTED_ENV:  # set for an in-process DeepSpeed run; child processes must not inherit them
+            if key not in environment:
+                os.environ.pop(key, None)
 
 
 def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
@@ -443,7 +448,7 @@ def init_distributed(cfg: TrainerConfig) -> tuple[int, int, int]:
             raise UserError(f"trainer.engine=torch runs in one process, but WORLD_SIZE={world_size}; "
                             "use trainer=deepspeed for several processes")
         return 0, 0, 1
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():  # one process
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(cfg.master_port or free_port()))
     import deepspeed
