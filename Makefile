@@ -17,7 +17,7 @@ PIP  := $(PY) -m pip
 export DS_BUILD_OPS ?= 0
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup setup-test intervene sweep compare evaluate test test-all bench clean help
+.PHONY: setup setup-test intervene sweep compare evaluate test test-all bench gpu-wheels clean help
 
 help:
 	@echo "make intervene [ARGS='intervention=swap intervention.ratio=0.21']  run the pipeline (demo by default)"
@@ -25,6 +25,7 @@ help:
 	@echo "make compare RUNS='dirA dirB ...'     one comparison table of any runs or a multirun folder"
 	@echo "make test                             the test suite (fast + slow)"
 	@echo "make bench                            benchmarks; figures in benchmarks/results/"
+	@echo "make gpu-wheels                       wheels for benchmarks/gpu_check.sh --wheels on an offline GPU machine"
 
 $(VENV)/.torch:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,17 @@ test: setup-test
 
 bench: setup-test
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Wheels for `benchmarks/gpu_check.sh --wheels gpu-wheels` on a GPU machine without network: what
+# the check needs besides torch, built for this machine's Python (use the GPU machine's version).
+# DeepSpeed publishes only a source archive: it is built here into a pure-Python wheel
+# (DS_BUILD_OPS=0) without its torch requirement, which the GPU machine meets with its own torch.
+GPU_WHEELS ?= gpu-wheels
+gpu-wheels: setup
+	$(PIP) wheel --quiet --wheel-dir $(GPU_WHEELS) numpy omegaconf huggingface_hub tokenizers safetensors tqdm \
+		scipy filelock transformers hjson ninja packaging psutil py-cpuinfo pydantic msgpack einops nvidia-ml-py
+	$(PIP) wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) "deepspeed>=0.14"
+	@echo "wrote $(GPU_WHEELS)/; copy it to the GPU machine and run benchmarks/gpu_check.sh --wheels $(GPU_WHEELS)"
 
 clean:
 	rm -rf outputs multirun .cache

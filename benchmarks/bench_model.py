@@ -1,15 +1,17 @@
 """Model throughput: forward + backward tokens/s of our GPT-NeoX beside transformers' GPTNeoXForCausalLM.
 
 Both models hold the same weights (ours is loaded from the folder transformers saves), run the
-same batches and the same loss (next-token cross-entropy over logits [B, T, V]), and are timed
-in turns, so load from other processes on a shared machine falls on both alike; the fastest step
-counts (wall clock, and CPU time as a second view).
+same batches and are timed in turns, so load from other processes on a shared machine falls on
+both alike; the fastest step counts (wall clock, and CPU time as a second view). Each computes the
+next-token cross-entropy its training way: transformers from logits [B, T, V] cast to fp32, ours
+with `model(ids, labels)`, the chunked loss the trainer uses (debias.model.lm_loss).
 
 CPU (always): the demo shape (conf/model/pythia-demo.yaml; a small stand-in when that preset is
 absent) and the pythia-70m shape, fp32, transformers with attn_implementation="sdpa".
-GPU (when CUDA is available): the pythia-160m and 410m shapes at sequence 2048 in bf16, every
-attention call forced onto FlashAttention (`sdpa_kernel(SDPBackend.FLASH_ATTENTION)` fails
-rather than fall back), tokens/s and MFU; ours also under torch.compile.
+GPU (when CUDA is available): the pythia-160m and 410m shapes at sequence 2048 in bf16 autocast,
+every attention call forced onto FlashAttention (`sdpa_kernel(SDPBackend.FLASH_ATTENTION)` fails
+rather than fall back), tokens/s and MFU; ours also with compiled blocks (what the trainer runs).
+The trainer's own figures (optimizer, data, micro-batch=auto) come from benchmarks/gpu_check.sh.
 
 Figures go to stdout and benchmarks/results/model.json. Bigger runs: --cpu-seq, --cpu-batch,
 --repeats, --gpu-batch (or DEBIAS_BENCH_MODEL_REPEATS).
@@ -53,17 +55,19 @@ def reference_and_ours(config: GPTNeoXConfig, dtype: torch.dtype, device: str):
     return reference.to(device=device, dtype=dtype).train(), ours.train()
 
 
-def ours_logits(model, ids):
-    return model(ids)
+def ours_loss(model, ids):
+    return model(ids[:, :-1], ids[:, 1:])
 
 
-def reference_logits(model, ids):
-    return model(input_ids=ids, use_cache=False).logits
+def reference_loss(model, ids):
+    logits = model(input_ids=ids[:, :-1], use_cache=False).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
 
 
-def train_step(model, logits_of, ids: torch.Tensor) -> None:
-    logits = logits_of(model, ids[:, :-1])
-    F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten()).backward()
+def train_step(model, loss_of, ids: torch.Tensor, autocast: bool = False) -> None:
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = loss_of(model, ids)
+    loss.backward()
     model.zero_grad(set_to_none=True)
 
 
@@ -72,20 +76,21 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def race(contenders: dict, ids: torch.Tensor, repeats: int, device: str, warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Seconds per step of each (model, logits_of), measured in turns: the fastest wall-clock
+def race(contenders: dict, ids: torch.Tensor, repeats: int, device: str, warmup: int = 2,
+         autocast: bool = False) -> dict[str, dict[str, float]]:
+    """Seconds per step of each (model, loss_of), measured in turns: the fastest wall-clock
     step (least disturbed by other processes on a shared machine) and the fastest CPU-time step
     (this process's work, whatever the waiting)."""
-    for model, logits_of in contenders.values():
+    for model, loss_of in contenders.values():
         for _ in range(warmup):
-            train_step(model, logits_of, ids)
+            train_step(model, loss_of, ids, autocast)
     wall = {name: [] for name in contenders}
     cpu = {name: [] for name in contenders}
     for _ in range(repeats):
-        for name, (model, logits_of) in contenders.items():
+        for name, (model, loss_of) in contenders.items():
             synchronize(device)
             start_wall, start_cpu = time.perf_counter(), time.process_time()
-            train_step(model, logits_of, ids)
+            train_step(model, loss_of, ids, autocast)
             synchronize(device)
             wall[name].append(time.perf_counter() - start_wall)
             cpu[name].append(time.process_time() - start_cpu)
@@ -112,7 +117,7 @@ def bench_cpu(args) -> dict:
         ids = torch.randint(0, config.vocab_size, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
         reference, ours = reference_and_ours(config, torch.float32, "cpu")
         repeats = args.repeats * (4 if shape == "demo" else 1)  # demo steps are cheap: more turns, less noise
-        seconds = race({"ours": (ours, ours_logits), "transformers": (reference, reference_logits)}, ids, repeats, "cpu")
+        seconds = race({"ours": (ours, ours_loss), "transformers": (reference, reference_loss)}, ids, repeats, "cpu")
         tokens = batch * seq
         row = {
             "config_source": source,
@@ -145,23 +150,27 @@ def bench_gpu(args) -> dict:
     for shape in ("pythia-160m", "pythia-410m"):
         config = config_from_preset(PRESETS / f"{shape}-deduped.yaml")
         ids = torch.randint(0, config.vocab_size, (args.gpu_batch, args.gpu_seq + 1), device=device)
-        reference, ours = reference_and_ours(config, torch.bfloat16, device)
-        contenders = {"ours": (ours, ours_logits)}
+        # fp32 master weights under bf16 autocast, as the trainer runs them
+        reference, ours = reference_and_ours(config, torch.float32, device)
+        contenders = {"ours": (ours, ours_loss)}
         if args.compile:
-            contenders["ours_compiled"] = (torch.compile(ours), ours_logits)
+            compiled = GPTNeoX(config).to(device).train()
+            compiled.load_state_dict(ours.state_dict())
+            compiled.compile_blocks()
+            contenders["ours_compiled"] = (compiled, ours_loss)
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises instead of falling back to another kernel
-            seconds = race(contenders, ids, args.repeats, device, warmup=3)
-        reference_contender = {"transformers": (reference, reference_logits)}
+            seconds = race(contenders, ids, args.repeats, device, warmup=3, autocast=True)
+        reference_contender = {"transformers": (reference, reference_loss)}
         try:
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                seconds |= race(reference_contender, ids, args.repeats, device, warmup=3)
+                seconds |= race(reference_contender, ids, args.repeats, device, warmup=3, autocast=True)
             reference_attention = "sdpa, FlashAttention kernel"
         except RuntimeError as err:  # e.g. it passes an explicit mask, which flash kernels refuse
-            seconds |= race(reference_contender, ids, args.repeats, device, warmup=3)
+            seconds |= race(reference_contender, ids, args.repeats, device, warmup=3, autocast=True)
             reference_attention = f"sdpa, kernel of its choice (flash-only failed: {str(err).splitlines()[0][:120]})"
 
         tokens, per_token = args.gpu_batch * args.gpu_seq, flops_per_token(config, args.gpu_seq)
-        row = {"transformers_attention": reference_attention, "flops_per_token": per_token}
+        row = {"transformers_attention": reference_attention, "flops_per_token": per_token, "precision": "bf16 autocast"}
         for contender, times in seconds.items():
             row[f"{contender}_tokens_per_s"] = tokens / times["wall"]
             row[f"{contender}_mfu"] = tokens / times["wall"] * per_token / peak if peak else None

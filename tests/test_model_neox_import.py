@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -251,16 +252,64 @@ def build_resumed(zero):
 
 @pytest.mark.slow
 def test_import_checkpoint_writes_a_model_folder_and_optimizer_state(deepspeed_checkpoint, tmp_path):
-    pytest.importorskip("debias.train.optim")
     from debias.train.optim import build_optimizer, load_optimizer_state
 
     summary = import_checkpoint(deepspeed_checkpoint / "global_step3", CONFIG, tmp_path / "imported")
-    assert summary["adam_step"] == STEPS and summary["weights"] == "fp32 master weights"
+    assert summary["adam_step"] == STEPS and summary["step"] == STEPS and summary["weights"] == "fp32 master weights"
     model = GPTNeoX.from_pretrained(tmp_path / "imported" / "model")
     optimizer = build_optimizer(model)
     load_optimizer_state(optimizer, tmp_path / "imported" / "optimizer_state.pt")
     assert all(int(optimizer.state[p]["step"]) == STEPS for p in model.parameters())
     assert json.loads((tmp_path / "imported" / "import.json").read_text())["ranks"] == RANKS
+
+
+def extra_batches() -> torch.Tensor:
+    """[2 steps, ranks * micro_batch rows, length] ids that continue the run after the checkpoint."""
+    return torch.randint(0, CONFIG.vocab_size, (2, RANKS * MICRO_BATCH, LENGTH), generator=torch.Generator().manual_seed(8))
+
+
+@pytest.mark.slow
+def test_trainer_resumes_from_imported_moments_with_optimizer_state_shards(deepspeed_checkpoint, tmp_path):
+    """`trainer.optimizer_state=<global_step3>`: launch_training imports the shards itself and the
+    next two steps continue the DeepSpeed run as an uninterrupted AdamW would."""
+    import numpy as np
+
+    from debias.stream import StreamWriter
+    from debias.train import TrainerConfig, TrainJob, launch_training
+
+    folder = deepspeed_checkpoint / "global_step3"
+    import_checkpoint(folder, CONFIG, tmp_path / "imported")  # its model/ is the step-3 fp32 master weights
+    extra = extra_batches()
+    with StreamWriter(tmp_path / "stream" / "document", np.uint16) as writer:
+        writer.append_rows(extra.flatten(0, 1).numpy().astype(np.uint16))
+
+    def job(start_step: int = STEPS) -> TrainJob:  # a constant lr of LR: no warm-up, floor = peak
+        return TrainJob(init=str(tmp_path / "imported" / "model"), stream=str(tmp_path / "stream" / "document"),
+                        first_row=0, start_step=start_step, end_step=start_step + 2, init_step=start_step, peak_lr=LR,
+                        batch_size=RANKS * MICRO_BATCH, row_length=LENGTH, total_steps=100, warmup_steps=0,
+                        min_lr_ratio=1.0)
+
+    trainer = TrainerConfig(progress=False, tensorboard=False, micro_batch=RANKS * MICRO_BATCH, grad_clip=CLIP,
+                            optimizer={"betas": list(BETAS), "eps": EPS, "weight_decay": WEIGHT_DECAY})
+    summary = launch_training(job(), replace(trainer, optimizer_state=str(folder)), tmp_path / "resumed")
+    assert summary["optimizer_state"] == {"treatment": "imported", "source": str(folder), "checkpoint_step": STEPS,
+                                          "adam_step": STEPS}
+    fresh = launch_training(job(), trainer, tmp_path / "fresh")
+    assert fresh["optimizer_state"] == {"treatment": "fresh"}
+
+    reference, reference_optimizer = reference_run(torch.load(deepspeed_checkpoint / "initial.pt"))
+    train(reference, reference_optimizer, extra)
+    resumed = GPTNeoX.from_pretrained(tmp_path / "resumed" / "model")
+    for (name, expected), actual in zip(reference.named_parameters(), resumed.parameters()):
+        assert_same_weights(actual, expected, name)
+    # a fresh Adam takes other steps: the imported moments are what made the difference
+    fresh_model = dict(GPTNeoX.from_pretrained(tmp_path / "fresh" / "model").named_parameters())
+    moved = max(float((fresh_model[n].detach() - p.detach()).abs().max()) for n, p in reference.named_parameters())
+    assert moved > 0.1 * LR
+
+    with pytest.raises(UserError, match=r"the shards are from step 3, the window starts at step 4"):
+        launch_training(job(start_step=4), replace(trainer, optimizer_state=str(folder)), tmp_path / "mismatch")
+    assert not (tmp_path / "mismatch").exists()
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ from debias.model import GPTNeoX, GPTNeoXConfig
 from debias.stream import IndexedStream, StreamWriter
 from debias.train import TrainerConfig, TrainingDiverged, TrainJob, lr_at, run_training
 from debias.train.data import BatchLayout, WindowBatches
-from debias.train.optim import build_optimizer, parameter_groups
+from debias.model import parameter_groups
+from debias.train.optim import build_optimizer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
@@ -161,7 +162,7 @@ def test_stop_and_resume_is_bitwise_equal_to_one_go(stream, tmp_path):
 
 
 def test_a_damaged_checkpoint_is_not_resumed_from(stream, tmp_path, caplog):
-    from debias.train.checkpoint import latest_checkpoint
+    from debias.train.resume import latest_checkpoint
 
     run_training(tiny_job(stream, end_step=3), replace(FAST, checkpoint_every=1), tmp_path / "run")
     newest = tmp_path / "run" / "checkpoints" / "step3"
@@ -332,14 +333,17 @@ def test_arms_differ_exactly_where_the_real_rewrite_audit_says(tmp_path, neox_to
 
 def test_adam_warmup_uses_the_window_batches_at_zero_lr_then_trains_from_the_window_start(stream, tmp_path):
     fed_steps = []
-    summary = run_training(tiny_job(stream, start_step=2, end_step=5), replace(FAST, adam_warmup_steps=2),
+    summary = run_training(tiny_job(stream, start_step=2, end_step=5),
+                           replace(FAST, optimizer_state="warmup", adam_warmup_steps=2),
                            tmp_path / "warm", on_batch=lambda step, ids, labels: fed_steps.append(step))
     records = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     warmup = [r for r in records if r["phase"] == "adam_warmup"]
     assert [(r["step"], r["lr"]) for r in warmup] == [(2, 0.0), (3, 0.0)]
     assert sorted(set(fed_steps)) == [2, 3, 4]  # training still starts at the window's first batch
     assert summary["adam_state"] == "fresh, warmed by 2 zero-lr steps"
+    assert summary["optimizer_state"] == {"treatment": "warmup", "warmup_steps": 2}
     cold = run_training(tiny_job(stream, start_step=2, end_step=5), FAST, tmp_path / "cold")
+    assert cold["optimizer_state"] == {"treatment": "fresh"}
     # the warm-up's losses are the untouched model's, i.e. the cold run's first loss
     assert warmup[0]["loss"] == [r for r in records if r["phase"] == "train"][0]["loss"]
     assert cold["final_loss"] != summary["final_loss"]  # warmed moments change the updates
@@ -375,20 +379,35 @@ def test_launch_commands(tmp_path, monkeypatch):
 
 
 def test_imported_optimizer_state_is_resumed_and_bad_files_are_refused(stream, tmp_path):
-    # an optimizer state as debias.model.neox_import writes it: a state_dict of our AdamW groups
+    # an optimizer state as debias.model.neox_import writes it: import.json (the checkpoint's step)
+    # beside a state_dict of our AdamW groups
     first = run_training(tiny_job(stream, end_step=3, save_hf_at_steps=[3]), FAST, tmp_path / "first")
     engine_state = torch.load(tmp_path / "first" / "checkpoints" / "step3" / "engine.pt", weights_only=True)
-    torch.save(engine_state["optimizer"], tmp_path / "optimizer_state.pt")
+    imported = tmp_path / "imported"
+    imported.mkdir()
+    torch.save(engine_state["optimizer"], imported / "optimizer_state.pt")
+    (imported / "import.json").write_text(json.dumps({"step": 3, "adam_step": 3}))
     hf = str(tmp_path / "first" / "checkpoints_hf" / "step3")
     # continuing from the saved weights + imported Adam state reproduces the uninterrupted run exactly
-    continued = run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH,
-                                      optimizer_state=str(tmp_path / "optimizer_state.pt")), FAST, tmp_path / "cont")
+    continued = run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH),
+                             replace(FAST, optimizer_state=str(imported)), tmp_path / "cont")
     whole = run_training(tiny_job(stream), FAST, tmp_path / "whole")
     assert continued["adam_state"] == "imported" and first["adam_state"] == "fresh"
+    assert continued["optimizer_state"] == {"treatment": "imported", "source": str(imported), "checkpoint_step": 3,
+                                            "adam_step": 3}
     assert_bitwise_equal(weights(tmp_path / "cont" / "model"), weights(tmp_path / "whole" / "model"))
 
-    (tmp_path / "junk.pt").write_bytes(b"not a pickle")
-    with pytest.raises(UserError, match="junk.pt: not a loadable optimizer state_dict"):
-        run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH,
-                              optimizer_state=str(tmp_path / "junk.pt")), FAST, tmp_path / "junk")
+    # shards of another step: one line, nothing written
+    with pytest.raises(UserError, match=r"the shards are from step 3, the window starts at step 2"):
+        run_training(tiny_job(stream, init=hf, init_step=2, start_step=2, first_row=2 * BATCH),
+                     replace(FAST, optimizer_state=str(imported)), tmp_path / "other_step")
+    assert not (tmp_path / "other_step").exists()
+    (imported / "optimizer_state.pt").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="optimizer_state.pt: not a loadable optimizer state_dict"):
+        run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH),
+                     replace(FAST, optimizer_state=str(imported)), tmp_path / "junk")
     assert not (tmp_path / "junk").exists()  # refused before the run dir was claimed
+    with pytest.raises(UserError, match="optimizer_state=.*absent: neither fresh nor warmup, and no such folder"):
+        TrainerConfig.from_dict({"optimizer_state": str(tmp_path / "absent")})
+    with pytest.raises(UserError, match="adam_warmup_steps=0"):
+        TrainerConfig.from_dict({"optimizer_state": "warmup", "adam_warmup_steps": 0})

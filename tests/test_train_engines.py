@@ -5,13 +5,14 @@ to an uninterrupted one."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import logging
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from debias.cache import file_records
+from debias.errors import UserError
 from debias.model import GPTNeoXConfig
 from debias.stream import StreamWriter
 from debias.train import TrainJob, launch_training
-from debias.train.checkpoint import claim_run_dir, fingerprint
+from debias.train.resume import claim_run_dir, fingerprint, latest_checkpoint
 from debias.train.config import TrainerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +120,64 @@ def test_kill_9_at_a_random_step_then_rerun_is_bitwise_equal(stream, tmp_path):
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole), f"differs after a kill at step {kill_after}"
     assert losses(tmp_path / "whole") == losses(killed)
+
+
+def assert_engines_agree(reference_dir: Path, other_dir: Path, lr: float, loss_rtol: float) -> None:
+    np.testing.assert_allclose(losses(other_dir), losses(reference_dir), rtol=loss_rtol, atol=0)
+    ours, theirs = (load_file(str(d / "model" / "model.safetensors")) for d in (reference_dir, other_dir))
+    for key in ours:  # the fp32 case's tolerance: one Adam step of either sign (see above)
+        torch.testing.assert_close(theirs[key], ours[key], rtol=0, atol=2 * lr)
+
+
+def test_bf16_engines_are_one_recipe_in_one_process(stream, tmp_path):
+    """bf16 in both engines is autocast over fp32 weights with fp32 gradients: on the same layout
+    the DeepSpeed engine follows the torch engine to round-off."""
+    settings = replace(QUIET, precision="bf16", micro_batch=2)
+    torch_run = launch_training(job_for(stream), replace(settings, engine="torch"), tmp_path / "torch")
+    had_port = "MASTER_PORT" in os.environ
+    ds_run = launch_training(job_for(stream), replace(settings, engine="deepspeed"), tmp_path / "ds")
+    assert ("MASTER_PORT" in os.environ) == had_port  # a later child process must not inherit the rendezvous
+    assert torch_run["precision"] == ds_run["precision"] == "bf16" and ds_run["loss_scale"] is None
+    np.testing.assert_allclose(losses(tmp_path / "ds"), losses(tmp_path / "torch"), rtol=1e-6, atol=0)
+    ours, theirs = (load_file(str(tmp_path / d / "model" / "model.safetensors")) for d in ("torch", "ds"))
+    for key in ours:
+        torch.testing.assert_close(theirs[key], ours[key], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bf16_deepspeed_two_processes_agree_with_torch_to_the_fp32_tolerance(stream, tmp_path):
+    settings = replace(QUIET, precision="bf16", micro_batch=2)
+    launch_training(job_for(stream), replace(settings, engine="torch"), tmp_path / "torch")
+    distributed = launch_training(job_for(stream), replace(settings, engine="deepspeed", nproc_per_node=2),
+                                  tmp_path / "ds")
+    assert distributed["world_size"] == 2 and distributed["precision"] == "bf16"
+    assert_engines_agree(tmp_path / "torch", tmp_path / "ds", lr=3e-3, loss_rtol=1e-3)
+
+
+def test_deepspeed_resume_never_unpickles_a_planted_file(stream, tmp_path, caplog):
+    """DeepSpeed's own loader unpickles with weights_only=False; ours refuses any file that names a
+    class or function a checkpoint of this trainer never holds, before any of it runs."""
+    settings = replace(QUIET, engine="deepspeed", micro_batch=4, checkpoint_every=1)
+    launch_training(job_for(stream, end_step=2), settings, tmp_path / "run")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step2"
+    planted = checkpoint / "deepspeed" / "mp_rank_00_model_states.pt"
+    assert planted.is_file()
+    torch.save({"module": Payload()}, planted)
+    # First line of defence: the file no longer matches the checkpoint's record, so it is not resumed from.
+    with caplog.at_level(logging.WARNING, logger="debias.train"):
+        assert latest_checkpoint(tmp_path / "run") is None or latest_checkpoint(tmp_path / "run")[0] != 2
+    assert "is damaged" in caplog.text
+    # Second: someone who can write the cache also rewrote the record; the loader still refuses the
+    # file before any of it runs.
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    meta["files"] = file_records(checkpoint, skip={"meta.json"}, whole=False)
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="mp_rank_00_model_states.pt: refused to unpickle: it names io.open"):
+        launch_training(job_for(stream, end_step=3), settings, tmp_path / "run")
+    assert not marker.exists()

@@ -1,6 +1,14 @@
 """GPT-NeoX (the Pythia architecture) and its checkpoints: Hugging Face folders, the hub, and
-GPT-NeoX / DeepSpeed training checkpoints."""
+GPT-NeoX / DeepSpeed training checkpoints.
 
+Modules, in import order (each imports only those above it): `architecture` (GPTNeoXConfig),
+`lm_loss` (chunked cross-entropy), `weight_decay` (AdamW groups), `hf_folder` (read/write
+Hugging Face folders), `gpt_neox` (the model), `flops` (parameter and FLOP accounting),
+`checkpoint_source` (local folder or hub revision), `neox_import` (GPT-NeoX / ZeRO checkpoints).
+"""
+
+from debias.model.architecture import GPTNeoXConfig
+from debias.model.checkpoint_source import pythia_checkpoint_steps, resolve_checkpoint
 from debias.model.flops import (
     ParameterCounts,
     config_from_preset,
@@ -10,9 +18,21 @@ from debias.model.flops import (
     peak_bf16_flops,
     preset_accounting,
 )
-from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
-from debias.model.hub import pythia_checkpoint_steps, resolve_checkpoint
+from debias.model.gpt_neox import GPTNeoX
+from debias.model.lm_loss import chunked_cross_entropy
 from debias.model.neox_import import ZeroState, adamw_state_dict, import_checkpoint, load_neox_model, read_zero_state
+from debias.model.weight_decay import parameter_groups
+
+
+def from_pretrained(folder, dtype=None, device=None, gelu=None) -> GPTNeoX:
+    """`GPTNeoX.from_pretrained` as a function."""
+    return GPTNeoX.from_pretrained(folder, dtype=dtype, device=device, gelu=gelu)
+
+
+def save_pretrained(model: GPTNeoX, folder, tokenizer=None):
+    """`model.save_pretrained` as a function."""
+    return model.save_pretrained(folder, tokenizer=tokenizer)
+
 
 __all__ = [
     "GPTNeoX",
@@ -20,15 +40,19 @@ __all__ = [
     "ParameterCounts",
     "ZeroState",
     "adamw_state_dict",
+    "chunked_cross_entropy",
     "config_from_preset",
     "flops_per_token",
+    "from_pretrained",
     "import_checkpoint",
     "load_neox_model",
     "mfu",
     "parameter_counts",
+    "parameter_groups",
     "peak_bf16_flops",
     "preset_accounting",
     "pythia_checkpoint_steps",
     "read_zero_state",
     "resolve_checkpoint",
+    "save_pretrained",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from debias.errors import UserError
-from debias.model.gpt_neox import GPTNeoXConfig
+from debias.model.architecture import GPTNeoXConfig
 
 # Dense bf16 peak of common accelerators, FLOP/s (vendor data sheets, without sparsity).
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12}

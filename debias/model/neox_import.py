@@ -1,7 +1,7 @@
 """Import GPT-NeoX / DeepSpeed training checkpoints (e.g. EleutherAI/neox-ckpt-pythia-*-v1).
 
 Hugging Face folders hold weights only; a GPT-NeoX checkpoint also holds Adam's state, the only
-way to resume Pythia's optimizer exactly (FACTS §5). A checkpoint folder `global_step<N>/` holds:
+way to resume Pythia's optimizer exactly. A checkpoint folder `global_step<N>/` holds:
 
   layer_XX-model_00-model_states.pt   the weights of pipeline layer XX: 0 = embedding,
       2 .. L+1 = transformer blocks, L+3 = final LayerNorm, L+4 = output projection (layers 1
@@ -37,8 +37,11 @@ from tqdm import tqdm
 
 from debias.errors import UserError, exit_on_user_error
 from debias.io import atomic_output, write_json_atomic
-from debias.model.checkpoint import LEGACY_BUFFERS, load_torch_tensors
-from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
+from debias.model.architecture import GPTNeoXConfig
+from debias.model.flops import config_from_preset
+from debias.model.gpt_neox import GPTNeoX
+from debias.model.hf_folder import LEGACY_BUFFERS, load_torch_tensors
+from debias.model.weight_decay import parameter_groups
 
 LAYER_FILE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 OPTIM_FILE = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
@@ -352,6 +355,20 @@ def adamw_state_dict(optimizer: torch.optim.Optimizer, model: torch.nn.Module, z
     return {"state": state, "param_groups": current["param_groups"]}
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The training step a GPT-NeoX checkpoint was saved at: GPT-NeoX's `iteration` or DeepSpeed's
+    `global_steps` in mp_rank_00_model_states.pt, else the folder name `global_step<N>`. (Adam's own
+    step count can be lower: fp16 steps skipped on overflow do not count there.)"""
+    path = folder / MODEL_STATES_FILE
+    if path.is_file():
+        states = load_deepspeed_file(path)
+        for key in ("iteration", "global_steps"):
+            if isinstance(states.get(key), int) and not isinstance(states.get(key), bool):
+                return states[key]
+    match = re.fullmatch(r"global_step(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
 def check_same_step(layer_model: GPTNeoX, master_model: GPTNeoX, folder: Path) -> None:
     """The layer files hold a half-precision copy of the master weights: they must agree."""
     masters = dict(master_model.named_parameters())
@@ -372,17 +389,17 @@ def import_checkpoint(folder: str | Path, config: GPTNeoXConfig, out: str | Path
         raise UserError(f"{folder}: not a folder; give a GPT-NeoX checkpoint folder global_step<N>/")
     has_shards = any(OPTIM_FILE.match(path.name) for path in folder.iterdir())
     layer_model = load_neox_model(folder, config)
-    summary: dict[str, Any] = {"source": str(folder), "weights": "layer files"}
+    summary: dict[str, Any] = {"source": str(folder), "step": checkpoint_step(folder), "weights": "layer files"}
     with atomic_output(out) as tmp:
         tmp.mkdir()
         model = layer_model
         if has_shards:
-            from debias.train.optim import build_optimizer  # the trainer's AdamW groups
-
             zero = read_zero_state(folder, config)
             model = build_model(config, zero.master, folder)
             check_same_step(layer_model, model, folder)
-            torch.save(adamw_state_dict(build_optimizer(model), model, zero), tmp / "optimizer_state.pt")
+            # Pythia's groups as the trainer builds them; hyper-parameters are the trainer's to set
+            optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay=0.1), lr=0.0)
+            torch.save(adamw_state_dict(optimizer, model, zero), tmp / "optimizer_state.pt")
             summary |= {"weights": "fp32 master weights", "adam_step": zero.step, "ranks": zero.ranks, "ds_version": zero.ds_version}
         model.save_pretrained(tmp / "model", tokenizer=tokenizer)
         write_json_atomic(tmp / "import.json", summary)
@@ -391,8 +408,6 @@ def import_checkpoint(folder: str | Path, config: GPTNeoXConfig, out: str | Path
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    from debias.model.flops import config_from_preset
-
     parser = argparse.ArgumentParser(prog="python -m debias.model.neox_import", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="GPT-NeoX checkpoint folder (global_step<N>/)")
     parser.add_argument("--preset", required=True, help="model preset, e.g. conf/model/pythia-70m-deduped.yaml")

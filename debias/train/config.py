@@ -34,9 +34,6 @@ class TrainJob:
     batch_size / row_length: the stream geometry (1024 rows of 2049 tokens for Pythia).
     peak_lr, total_steps, warmup_steps, min_lr_ratio: the schedule (see `schedule.lr_at`).
     tokenizer: tokenizer.json copied into the final Hugging Face folder.
-    optimizer_state: a torch optimizer state_dict file (e.g. written by
-        `debias.model.neox_import` from GPT-NeoX ZeRO shards) to resume Adam's moments from;
-        None means a fresh Adam state (see `TrainerConfig.adam_warmup_steps`).
     save_hf_at_steps: also save the model as a Hugging Face folder `<hf_dir>/step<N>/` after
         N steps have been seen (N in (start_step, end_step]); `step<start_step>` saves `init`.
     hf_dir: where those folders go (default `<run_dir>/checkpoints_hf`).
@@ -57,7 +54,6 @@ class TrainJob:
     seed: int = 1234
     init_step: int | None = None
     tokenizer: str | None = None
-    optimizer_state: str | None = None
     save_hf_at_steps: list[int] = field(default_factory=list)
     hf_dir: str | None = None
     gelu: str | None = None
@@ -65,7 +61,7 @@ class TrainJob:
     def __post_init__(self) -> None:  # accept Paths; the job must stay JSON-able for worker processes
         if isinstance(self.init, os.PathLike):
             self.init = str(self.init)
-        for name in ("stream", "tokenizer", "optimizer_state", "hf_dir"):
+        for name in ("stream", "tokenizer", "hf_dir"):
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, str(getattr(self, name)))
 
@@ -97,6 +93,9 @@ class TrainJob:
         return self.end_step - self.start_step
 
 
+OPTIMIZER_STATE_CHOICES = ("fresh", "warmup")  # or a path: see TrainerConfig.optimizer_state
+
+
 @dataclass
 class OptimizerConfig:
     """AdamW as in Pythia's recipe: no weight decay on LayerNorm weights and on biases."""
@@ -124,19 +123,20 @@ class TrainerConfig:
 
     engine: str = "torch"                 # torch | deepspeed (see trainer=deepspeed)
     device: str = "auto"                  # auto (cuda when available) | cpu | cuda | cuda:N
-    precision: str = "auto"               # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp16 (loss scaling) | fp32
-    micro_batch: int = 8                  # rows per forward/backward on one process
+    # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32 | fp16 = Pythia's own dynamic loss scaling
+    # (initial 2^12, window 1000, hysteresis 2): the fidelity choice
+    precision: str = "auto"
+    micro_batch: Any = "auto"             # rows per forward/backward; auto = fill GPU memory (CPU: up to 8), dividing batch / world
     grad_accum: Any = "auto"              # auto = batch_size / (micro_batch * world_size); must divide exactly
     allow_batch_override: bool = False    # let micro_batch*grad_accum*world_size differ from the batch (logged loudly)
     checkpoint_every: int = 1000          # steps between resumable checkpoints (one is always written at the end)
     keep_last: int = 2                    # resumable checkpoints kept in <run_dir>/checkpoints
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     grad_clip: float = 1.0                # global gradient-norm clipping (0: none)
-    # fresh Adam only: N zero-lr steps on the window's first N batches warm the moments, then training
-    # starts at the window start (the batches are re-used, so every arm still trains on each row once)
-    adam_warmup_steps: int = 0
-    compile: bool = False                 # torch.compile the model
-    activation_checkpointing: bool = False
+    optimizer_state: str = "fresh"        # fresh | warmup | path to GPT-NeoX ZeRO-1 shards (global_step<N>/, or its neox_import output)
+    adam_warmup_steps: int = 20           # optimizer_state=warmup: zero-lr steps that warm Adam (20 = 1/(1-beta2))
+    compile: Any = "auto"                 # torch.compile each block: auto = on CUDA, off on CPU | true | false
+    activation_checkpointing: Any = "auto"  # auto = on only when the micro-batch would not fit in GPU memory otherwise
     log_every: int = 1                    # steps between metrics.jsonl lines
     tensorboard: bool = True              # also log to <run_dir>/tensorboard when tensorboard is installed
     peak_tflops: Any = "auto"             # device peak for MFU: auto = known GPUs (H100/H200/A100 dense bf16), none on CPU
@@ -161,6 +161,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.optimizer, Mapping):  # e.g. read back from a train_job.json
             self.optimizer = OptimizerConfig(**_known_fields(OptimizerConfig, self.optimizer, "trainer.optimizer"))
+        if isinstance(self.optimizer_state, os.PathLike):  # a Path is fine here; the record stays JSON-able
+            self.optimizer_state = str(self.optimizer_state)
         self.validate()
 
     @classmethod
@@ -181,17 +183,39 @@ class TrainerConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"trainer.{key}={getattr(self, key)!r}: not one of {list(allowed)}")
-        for key in ("micro_batch", "checkpoint_every", "keep_last", "log_every", "nproc_per_node", "nnodes"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+        for key in ("checkpoint_every", "keep_last", "log_every", "nproc_per_node", "nnodes"):
+            if not _positive_int(getattr(self, key)):
                 raise UserError(f"trainer.{key}={getattr(self, key)!r}: must be a positive integer")
-        if self.grad_accum != "auto" and (not isinstance(self.grad_accum, int) or self.grad_accum < 1):
-            raise UserError(f"trainer.grad_accum={self.grad_accum!r}: must be a positive integer or 'auto'")
-        if self.adam_warmup_steps < 0:
-            raise UserError(f"trainer.adam_warmup_steps={self.adam_warmup_steps}: must be >= 0")
+        for key in ("micro_batch", "grad_accum"):
+            if getattr(self, key) != "auto" and not _positive_int(getattr(self, key)):
+                raise UserError(f"trainer.{key}={getattr(self, key)!r}: must be a positive integer or 'auto'")
+        for key in ("compile", "activation_checkpointing"):
+            if getattr(self, key) not in ("auto", True, False):
+                raise UserError(f"trainer.{key}={getattr(self, key)!r}: must be true, false or auto")
+        if isinstance(self.adam_warmup_steps, bool) or not isinstance(self.adam_warmup_steps, int) or self.adam_warmup_steps < 0:
+            raise UserError(f"trainer.adam_warmup_steps={self.adam_warmup_steps!r}: must be an integer >= 0")
+        if not isinstance(self.optimizer_state, (str, os.PathLike)) or not str(self.optimizer_state):
+            raise UserError(f"trainer.optimizer_state={self.optimizer_state!r}: use fresh, warmup, or the path of "
+                            "GPT-NeoX ZeRO-1 shards (a global_step<N> folder)")
+        if self.optimizer_state == "warmup" and self.adam_warmup_steps < 1:
+            raise UserError("trainer.optimizer_state=warmup with adam_warmup_steps=0: set trainer.adam_warmup_steps "
+                            "to the number of zero-lr warm-up steps (e.g. 20)")
+        if str(self.optimizer_state) not in OPTIMIZER_STATE_CHOICES and not os.path.isdir(os.path.expanduser(str(self.optimizer_state))):
+            raise UserError(f"trainer.optimizer_state={self.optimizer_state}: neither fresh nor warmup, and no such folder; "
+                            "give a GPT-NeoX checkpoint folder global_step<N>/ holding ZeRO-1 shards")
+
+    @property
+    def imports_optimizer_state(self) -> bool:
+        """optimizer_state names shards to import (not fresh / warmup)."""
+        return str(self.optimizer_state) not in OPTIMIZER_STATE_CHOICES
 
     @property
     def world_size(self) -> int:
         return self.nproc_per_node * self.nnodes
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _known_fields(cls, data: Mapping, what: str) -> dict:

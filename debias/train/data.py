@@ -8,23 +8,28 @@ Inputs are row[:-1], labels row[1:] (each 2049-token row gives 2048 predictions)
 When a user shrinks the global batch below the stream's (`allow_batch_override`), each step reads
 the *first* rows of its own Pythia batch, so steps stay aligned with Pythia's data order and both
 arms still see the same rows.
+
+`StepPrefetcher` reads the rows of the next steps on a background thread (memory-mapped stream ->
+int64 tensor, in pinned memory on CUDA so the copy to the device is asynchronous): the accelerator
+never waits for the disk between steps.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from debias.errors import UserError
+from debias.stream import IndexedStream
 
 
-def open_stream(path: str):
+def open_stream(path: str) -> IndexedStream:
     """The stream reader of `debias.stream` (MMIDIDX, memory-mapped)."""
-    from debias.stream import IndexedStream
-
     return IndexedStream(path)
 
 
@@ -109,8 +114,72 @@ class WindowBatches:
             )
         return rows
 
+    def step_tokens(self, step: int, pin: bool = False) -> torch.Tensor:
+        """This rank's rows of `step` as one int64 CPU tensor [rows_per_rank, row_length]."""
+        tokens = torch.from_numpy(self.rows(step).astype(np.int64))
+        return tokens.pin_memory() if pin else tokens
+
     def micro_batches(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(input_ids, labels) int64 CPU tensors, `grad_accum` of them, `micro_batch` rows each."""
-        tokens = torch.from_numpy(self.rows(step).astype(np.int64))
-        for chunk in tokens.split(self.layout.micro_batch):
-            yield chunk[:, :-1], chunk[:, 1:]
+        yield from split_micro_batches(self.step_tokens(step), self.layout.micro_batch)
+
+
+def split_micro_batches(tokens: torch.Tensor, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(input_ids, labels) views of each `micro_batch` rows: row[:-1] and row[1:]."""
+    for chunk in tokens.split(micro_batch):
+        yield chunk[:, :-1], chunk[:, 1:]
+
+
+class StepPrefetcher:
+    """Iterate (step, tokens) over `steps`, the tokens read `depth` steps ahead on a thread.
+
+    Errors of the reader (a token id past the vocabulary, a damaged stream) are raised in the
+    consumer at the step they belong to. Use as a context manager: leaving it stops the thread.
+    """
+
+    _DONE = object()
+
+    def __init__(self, batches: WindowBatches, steps: Iterable[int], pin: bool, depth: int = 2):
+        self.batches, self.steps, self.pin = batches, list(steps), pin
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="debias-prefetch", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for step in self.steps:
+            try:
+                item = (step, self.batches.step_tokens(step, pin=self.pin))
+            except BaseException as err:  # handed to the consumer, raised there
+                item = (step, err)
+            if not self._put(item) or isinstance(item[1], BaseException):
+                return
+        self._put((None, self._DONE))
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        while True:
+            step, tokens = self.queue.get()
+            if tokens is self._DONE:
+                return
+            if isinstance(tokens, BaseException):
+                raise tokens
+            yield step, tokens
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def __enter__(self) -> "StepPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

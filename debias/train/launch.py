@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from debias.errors import EXIT_BAD_INPUT, UserError
-from debias.train.checkpoint import JOB_RECORD, claim_run_dir, fingerprint
+from debias.train.resume import JOB_RECORD, claim_run_dir, fingerprint
 from debias.train.config import TrainerConfig, TrainJob
 from debias.train.loop import EXIT_DIVERGED, TrainingDiverged, free_port, run_training
 

@@ -1,47 +1,32 @@
-"""AdamW with Pythia's parameter groups, and where its state comes from.
+"""AdamW with Pythia's parameter groups, and where its state comes from (`trainer.optimizer_state`).
 
-Weight decay (decoupled, 0.1) skips LayerNorm weights and biases (FACTS §5). We read that the way
-GPT-NeoX's `get_params_for_weight_decay_optimization` (megatron/model/utils.py) implements it, which
-is what Pythia ran: no decay on any LayerNorm parameter *and* on every parameter named `bias`
-(linear biases too). `optimizer.decay_biases: true` decays linear biases instead, for users who
-read the recipe narrowly. Groups come in GPT-NeoX's order (decay, then no-decay; parameters in
-module order), so an optimizer state imported from GPT-NeoX lines up.
+Groups: `debias.model.parameter_groups` (decay on weight matrices only, GPT-NeoX's order).
 
-State: either an imported optimizer state (a torch `state_dict` file, e.g. produced from GPT-NeoX
-ZeRO shards by `debias.model.neox_import`), or a fresh Adam. A fresh Adam may be warmed by
-`adam_warmup_steps` zero-learning-rate steps (see `loop.py`): with lr = 0 AdamW changes no weight
-(its decoupled decay is lr * wd * w), but the moments see real gradients, so the first real updates
-are not the oversized steps of an empty Adam.
+State, one of three treatments:
+  fresh   a new Adam (Hugging Face checkpoints hold weights only), the default;
+  warmup  a new Adam whose moments are first warmed by `adam_warmup_steps` zero-learning-rate steps
+          on the window's first batches (see `loop.py`): with lr = 0 AdamW changes no weight (its
+          decoupled decay is lr * wd * w too), so the first real updates are not an empty Adam's
+          oversized steps;
+  <path>  Adam's moments imported from GPT-NeoX ZeRO-1 shards (`debias.model.neox_import`): a
+          checkpoint folder `global_step<N>/`, or the output folder of `python -m
+          debias.model.neox_import`. The shards must be from the window's first step. (EleutherAI
+          publishes shards for Pythia's final step only.)
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from debias.errors import UserError
+from debias.model import GPTNeoX, adamw_state_dict, parameter_groups, read_zero_state
+from debias.model.neox_import import OPTIM_FILE, checkpoint_step
 
-
-def is_decayed(module: nn.Module, param_name: str, decay_biases: bool = False) -> bool:
-    """Pythia's rule: decay everything except LayerNorm parameters and biases."""
-    if isinstance(module, nn.LayerNorm) or "norm" in type(module).__name__.lower():
-        return False
-    return decay_biases or param_name != "bias"
-
-
-def parameter_groups(model: nn.Module, weight_decay: float, decay_biases: bool = False) -> list[dict]:
-    """Two AdamW groups in a stable order (module order), so state_dicts line up across runs."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if param.requires_grad:
-                (decay if is_decayed(module, name, decay_biases) else no_decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
+__all__ = ["build_optimizer", "import_optimizer_state", "load_optimizer_state", "parameter_groups"]
 
 
 def build_optimizer(
@@ -53,11 +38,58 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=0.0, betas=tuple(betas), eps=eps, fused=fused)
 
 
+def import_optimizer_state(optimizer: torch.optim.Optimizer, model: GPTNeoX, source: str | Path,
+                           start_step: int) -> dict:
+    """Load Adam's moments for `model` from `source` (see the module docstring), after checking that
+    they belong to `start_step` and, for raw shards, to the model's weights. Returns what
+    summary.json records about it."""
+    source = Path(source).expanduser()
+    setting = f"trainer.optimizer_state={source}"
+    if (source / "import.json").is_file() and (source / "optimizer_state.pt").is_file():
+        try:
+            record = json.loads((source / "import.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{source / 'import.json'}: not valid JSON ({err}); import the shards again") from None
+        step, adam_step = record.get("step"), record.get("adam_step")
+        check_step(setting, step, start_step)
+        load_optimizer_state(optimizer, source / "optimizer_state.pt")
+    elif source.is_dir() and any(OPTIM_FILE.match(p.name) for p in source.iterdir()):
+        step = checkpoint_step(source)
+        check_step(setting, step, start_step)
+        zero = read_zero_state(source, model.config)
+        check_weights_match(model, zero.master, source)
+        optimizer.load_state_dict(adamw_state_dict(optimizer, model, zero))
+        adam_step = zero.step
+    else:
+        raise UserError(f"{setting}: holds no ZeRO optimizer shards (zero_pp_rank_*_optim_states.pt) and is no "
+                        "debias.model.neox_import output; give the GPT-NeoX checkpoint folder global_step<N>/")
+    return {"treatment": "imported", "source": str(source), "checkpoint_step": step, "adam_step": adam_step}
+
+
+def check_step(setting: str, step: int | None, start_step: int) -> None:
+    if step is None:
+        raise UserError(f"{setting}: cannot tell which step the shards are from (no global_steps in "
+                        "mp_rank_00_model_states.pt and no global_step<N> folder name); keep GPT-NeoX's folder layout")
+    if step != start_step:
+        raise UserError(f"{setting}: the shards are from step {step}, the window starts at step {start_step}; "
+                        f"use the shards of step {start_step}, or optimizer_state=fresh")
+
+
+def check_weights_match(model: nn.Module, master: dict[str, torch.Tensor], source: Path) -> None:
+    """The model being trained must be the one the shards belong to (its weights may be a
+    half-precision copy of the shards' fp32 master weights)."""
+    for name, param in model.named_parameters():
+        theirs = master.get(name)
+        if theirs is None or not torch.allclose(param.detach().float().cpu(), theirs, rtol=1e-2, atol=1e-3):
+            raise UserError(f"{source}: the shards' master weights differ from the model being trained at {name!r}; "
+                            "load the checkpoint of the same step as the shards")
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
     """Load an imported optimizer state_dict (tensors only; never unpickles arbitrary objects)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: optimizer state not found (give a torch optimizer state_dict file or optimizer_state=null for a fresh Adam)")
+        raise UserError(f"{path}: optimizer state not found (give a torch optimizer state_dict file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle with non-tensor payload, a truncated file, ...

@@ -1,4 +1,4 @@
-"""Pythia's learning-rate schedule, evaluated at any step (FACTS §5).
+"""Pythia's learning-rate schedule, evaluated at any step.
 
 Linear warm-up over the first `warmup_steps` (1% of the horizon by default), then a cosine decay
 whose horizon is the whole run (143,000 steps for Pythia) with a floor at `min_lr_ratio * peak`:

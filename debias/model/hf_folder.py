@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from debias.errors import UserError
 from debias.io import atomic_output, with_default_mode
-from debias.model.gpt_neox import GPTNeoX, GPTNeoXConfig
+from debias.model.architecture import GPTNeoXConfig
 from debias.tokenizer import tokenizer_path
 
 CONFIG_FILE = "config.json"
@@ -131,12 +132,13 @@ def shard_files(index_path: Path) -> list[Path]:
 
 
 def load_pretrained(
-    cls: type[GPTNeoX],
+    cls: type[nn.Module],
     folder: str | Path,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     gelu: str | None = None,
-) -> GPTNeoX:
+) -> nn.Module:
+    """A `cls` (GPTNeoX, which imports this module and so is passed in) holding the folder's weights."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder; expected a Hugging Face GPT-NeoX model folder")
@@ -174,7 +176,7 @@ def load_pretrained(
 # --- writing --------------------------------------------------------------------------------------
 
 
-def save_pretrained(model: GPTNeoX, folder: str | Path, tokenizer: str | Path | None = None) -> Path:
+def save_pretrained(model: nn.Module, folder: str | Path, tokenizer: str | Path | None = None) -> Path:
     """Write model.safetensors, config.json and, when known, the tokenizer, as one atomic folder.
     An existing model folder at `folder` is replaced; any other non-empty folder is refused."""
     folder = Path(folder)

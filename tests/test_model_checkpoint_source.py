@@ -10,7 +10,7 @@ import huggingface_hub
 import pytest
 
 from debias.errors import UserError
-from debias.model.hub import pythia_checkpoint_steps, resolve_checkpoint
+from debias.model.checkpoint_source import pythia_checkpoint_steps, resolve_checkpoint
 
 
 def test_local_folder_with_step(tmp_path):
@@ -25,7 +25,7 @@ def test_local_folder_with_step(tmp_path):
 
 def test_offline_without_cache_fails_with_instructions(tmp_path):
     code = (
-        "from debias.model.hub import resolve_checkpoint\n"
+        "from debias.model.checkpoint_source import resolve_checkpoint\n"
         f"resolve_checkpoint('EleutherAI/pythia-70m-deduped', step=133000, cache_dir={str(tmp_path)!r})\n"
     )
     env = os.environ | {"HF_HUB_OFFLINE": "1"}

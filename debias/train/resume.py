@@ -37,12 +37,15 @@ log = logging.getLogger("debias.train")
 # can be resumed with other checkpoint/log settings or extended to a later end_step.
 _JOB_KEYS_NOT_FINGERPRINTED = {"end_step", "save_hf_at_steps", "hf_dir", "tokenizer"}
 _TRAINER_KEYS_FINGERPRINTED = {"engine", "precision", "micro_batch", "grad_accum", "allow_batch_override",
-                               "optimizer", "grad_clip", "adam_warmup_steps", "zero_stage", "deepspeed"}
+                               "optimizer", "grad_clip", "optimizer_state", "adam_warmup_steps", "zero_stage",
+                               "deepspeed"}
 
 
 def fingerprint(job: dict, trainer: dict, world_size: int) -> str:
     what = {k: v for k, v in job.items() if k not in _JOB_KEYS_NOT_FINGERPRINTED}
     how = {k: v for k, v in trainer.items() if k in _TRAINER_KEYS_FINGERPRINTED}
+    if how.get("optimizer_state", "fresh") != "warmup":  # the warm-up's length matters only when it runs
+        how.pop("adam_warmup_steps", None)
     return sha256_json({"job": what, "trainer": how, "world_size": world_size})
 
 
@@ -139,8 +142,15 @@ def save_checkpoint(run_dir: Path, step: int, engine, meta: dict, rank: int, bar
     return final
 
 
+def read_meta(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{folder / 'meta.json'}: unreadable ({err}); delete {folder} to resume from the previous checkpoint") from None
+
+
 def load_checkpoint(folder: Path, engine, rank: int, expected_fingerprint: str) -> dict:
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_meta(folder)
     if meta.get("fingerprint") != expected_fingerprint:
         raise UserError(f"{folder}: checkpoint of another configuration; use a new run dir or delete this one")
     engine.load(folder)

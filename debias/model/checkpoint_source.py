@@ -1,7 +1,6 @@
 """Where a checkpoint comes from: a local Hugging Face folder, or a hub repository at a revision.
 
-Pythia's checkpoint after step N is revision `stepN` of `EleutherAI/pythia-<size>[-deduped]`
-(FACTS §1). Downloads go through huggingface_hub and its cache, so a folder fetched once (or
+Pythia's checkpoint after step N is revision `stepN` of `EleutherAI/pythia-<size>[-deduped]`. Downloads go through huggingface_hub and its cache, so a folder fetched once (or
 ahead of time with `hf download`) is found again offline (HF_HUB_OFFLINE=1).
 """
 
