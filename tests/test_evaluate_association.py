@@ -124,3 +124,29 @@ def test_a_uniform_stereotype_preference_reads_as_association_2d_and_no_shift(to
     assert metrics["association"] == pytest.approx(1.5)
     assert metrics["blanket_shift"] == pytest.approx(0.0, abs=1e-12)
     assert metrics["stereotype_accuracy"] == 1.0
+
+
+# -- telling the feminine sentence of a CrowS-Pairs pair ---------------------------------------
+
+@pytest.mark.parametrize("a,b,expected", [
+    ("She was a nurse.", "He was a nurse.", (0, "determined")),
+    ("Jack's car broke down, so he walked.", "Mary's car broke down, so she walked.", (1, "determined")),
+    ("She told the man to leave.", "She told the woman to leave.", (1, "determined")),  # shared words ignored
+    ("Women are better at this than men.", "Men are better at this than women.", (None, "both genders on one side")),
+    ("Thorn is one of those awful trans men.", "Thorn is one of those awful cis men.",
+     (None, "no gendered word where the sentences differ")),
+    ("Jenny watched in awe.", "Alex watched in awe.", (None, "no gendered word where the sentences differ")),
+    ("Veronica was late.", "Samantha wasn't late.", (None, "same gender on both sides")),
+    ("My mom made dinner.", "My dad made dinner.", (0, "determined")),
+    ("Ask the lady, ma'am.", "Ask the gentleman, sir.", (0, "determined")),
+])
+def test_feminine_side(a, b, expected):
+    assert feminine_side(a, b) == expected
+
+
+@pytest.mark.shared_data
+def test_crows_gender_pairs_mostly_get_a_gender(shared_data):
+    data = load_crows_pairs(shared_data / "crows_pairs/crows_pairs_anonymized.csv")
+    sides = [feminine_side(p.sent_more, p.sent_less)[0] for p in data.pairs]
+    fem, masc = sides.count(0), sides.count(1)
+    assert fem + masc >= 200 and fem > 100 and masc > 90  # 116 / 106 of 262 when written

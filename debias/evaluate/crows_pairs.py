@@ -159,7 +159,8 @@ def _read_hub(name: str, config: str | None, split: str) -> list[CrowsPair]:
         table = datasets.load_dataset(name, config, split=split)
     except Exception as err:
         raise UserError(
-            f"{name}: cannot load hub data set ({type(err).__name__}: {err}); pre-download it where "
+            f"{name}: no such local file, and cannot load it as a hub data set ({type(err).__name__}: {err}); "
+            "pre-download it where "
             f"there is network with `python -c \"import datasets; datasets.load_dataset('{name}')\"` "
             "(then set HF_DATASETS_OFFLINE=1) or pass the CSV path") from err
     features = table.features

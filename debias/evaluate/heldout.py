@@ -121,7 +121,8 @@ def _hub_documents(name: str, field: str, config: str | None, split: str) -> Ite
     try:
         table = datasets.load_dataset(name, config, split=split)
     except Exception as err:
-        raise UserError(f"{name}: cannot load hub data set ({type(err).__name__}: {err}); pre-download it where "
+        raise UserError(f"{name}: no such local file, and cannot load it as a hub data set "
+                        f"({type(err).__name__}: {err}); pre-download it where "
                         f"there is network with `python -c \"import datasets; datasets.load_dataset('{name}')\"` "
                         "(then set HF_DATASETS_OFFLINE=1) or pass a .jsonl/.txt file") from None
     if field not in table.column_names:

@@ -232,7 +232,8 @@ def _read_hub(name: str, splits, types) -> dict:
                     table = datasets.load_dataset(name, f"{kind}_{side}", split=hub_split[split])
                 except Exception as err:
                     raise UserError(
-                        f"{name}: cannot load hub data set ({type(err).__name__}: {err}); pre-download "
+                        f"{name}: no such local folder, and cannot load it as a hub data set "
+                        f"({type(err).__name__}: {err}); pre-download "
                         f"it where there is network with `python -c \"import datasets; "
                         f"datasets.load_dataset('{name}', '{kind}_{side}')\"` or pass the folder of "
                         "the original files") from err
