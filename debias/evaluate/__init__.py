@@ -26,6 +26,7 @@ from debias.evaluate.manipulation import DEFAULT_TEMPLATES, evaluate_manipulatio
 from debias.evaluate.paired import compare_items
 from debias.evaluate.perplexity import evaluate_stream_perplexity, evaluate_text_perplexity, score_rows
 from debias.evaluate.scorer import Request, Score, Scorer
+from debias.evaluate.settings import check_settings, resolve_device
 from debias.evaluate.stats import (
     NonFiniteError,
     binomial_test,
@@ -44,10 +45,11 @@ __all__ = [
     "BENCHMARKS", "Better", "BenchmarkDeclaration", "CrowsPair", "CrowsPairsData", "DEFAULTS",
     "DEFAULT_TEMPLATES", "HeadlineRole", "HeldoutChoice", "LambadaData", "MetricDeclaration",
     "NonFiniteError", "PRIMARY_METRIC", "PairedTest", "Request", "Score", "Scorer", "Statistic",
-    "WinoBiasData", "association_metrics", "binomial_test", "bootstrap", "choose_heldout_source",
+    "WinoBiasData", "association_metrics", "binomial_test", "bootstrap", "check_settings", "choose_heldout_source",
     "compare_items", "declaration_of", "evaluate_crows_pairs", "evaluate_lambada", "evaluate_manipulation",
     "evaluate_model", "evaluate_stream_perplexity", "evaluate_text_perplexity", "evaluate_winobias",
     "evaluate_with_scorer", "holm", "load_crows_pairs", "load_lambada", "load_model", "load_tokenizer",
     "load_winobias", "mcnemar_exact", "mean_interval", "metric_declarations", "pack_rows",
-    "paired_bootstrap", "read_heldout_documents", "resolve_config", "score_rows", "wilson_interval",
+    "paired_bootstrap", "read_heldout_documents", "resolve_config", "resolve_device", "score_rows",
+    "wilson_interval",
 ]
