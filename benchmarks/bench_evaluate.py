@@ -6,7 +6,8 @@ Model: by default a random-weight GPT-NeoX of the demo architecture (conf/model/
 (50,304 rows), because the benchmarks are real text tokenized as Pythia sees it. Point
 DEBIAS_BENCH_EVAL_MODEL at a Hugging Face folder (e.g. a built demo suite's final checkpoint) to
 time that instead. Weights do not change the work: every request is scored either way.
-On CUDA the same is done for the pythia-160m shape (random weights, bf16 autocast).
+On CUDA the same is done for the pythia-160m shape (random weights, bf16 autocast for the body,
+the output layer in fp32 as the scorer runs it).
 
 Both sides score exactly the requests the benchmarks send (recorded from the batched run). The
 baseline loop is slow, so by default it runs on a seeded sample of requests of each benchmark
@@ -63,10 +64,12 @@ class RecordingScorer(Scorer):
 
 @torch.no_grad()
 def plain_logprob(model, request, device, autocast: bool) -> float:
-    """One forward pass over context + continuation, full log-softmax, sum over the continuation."""
+    """One forward pass over context + continuation, full log-softmax, sum over the continuation.
+    As the scorer does: the body under autocast (CUDA), the output layer in fp32."""
     ids = torch.tensor([request.context + request.continuation], device=device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-        logits = model(ids)[0, :-1].float()
+        hidden = model.hidden_states(ids)[0, :-1]
+    logits = hidden.float() @ model.embed_out.weight.float().T
     logprobs = torch.log_softmax(logits, dim=-1)
     start = len(request.context) - 1
     targets = torch.tensor(request.continuation, device=device)

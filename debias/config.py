@@ -289,18 +289,31 @@ class LambadaConfig:
 
 @dataclass
 class PerplexityConfig:
-    """Held-out stream rows; the pipeline fills the unset ones from data.* and the window."""
+    """Held-out perplexity: stream rows [start, stop) when `stream` and `rows` are set (the pipeline
+    fills them from the data and the window; `rows_label` says where they lie), else held-out `text`
+    (a .jsonl with `text_field`, a plain-text file, or a datasets name with `text_config`/`text_split`)
+    packed with the model's tokenizer into up to `text_rows` rows of `row_length` tokens."""
 
     enabled: bool = False
     stream: Optional[str] = None
     rows: Optional[list[int]] = None          # [start, stop)
+    rows_label: Optional[str] = None          # where those rows lie, for the report (perplexity.source)
     window: Optional[int] = None              # tokens per scored window (None = the model's context)
+    text: Optional[str] = None                # held-out text: .jsonl / .txt file, or a datasets name
+    text_field: str = "text"                  # the .jsonl / datasets field holding the text
+    text_config: Optional[str] = None         # datasets config name
+    text_split: str = "test"                  # datasets split
+    text_rows: int = 64                       # rows packed from the text
+    row_length: Optional[int] = None          # tokens per packed row (None = the model's context + 1)
 
     def __post_init__(self) -> None:
         if self.rows is not None and not (len(self.rows) == 2 and 0 <= self.rows[0] < self.rows[1]):
             raise UserError(f"eval.perplexity.rows={list(self.rows)}: must be [start, stop) with 0 <= start < stop")
         if self.window is not None and (isinstance(self.window, bool) or self.window < 2):
             raise UserError(f"eval.perplexity.window={self.window}: must be at least 2 tokens (or null)")
+        if self.row_length is not None and (isinstance(self.row_length, bool) or self.row_length < 2):
+            raise UserError(f"eval.perplexity.row_length={self.row_length}: must be at least 2 tokens (or null)")
+        _positive_int("eval.perplexity.text_rows", self.text_rows)
 
 
 @dataclass
@@ -337,6 +350,8 @@ class EvalConfig:
             _one_of("eval.gelu", self.gelu, ("tanh", "exact"))
         _positive_int("eval.batch_size", self.batch_size)
         _positive_int("eval.bootstrap_samples", self.bootstrap_samples)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"eval.seed={self.seed!r}: must be a non-negative integer")
 
 
 # ---- the run ------------------------------------------------------------------------------------

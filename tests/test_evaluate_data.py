@@ -164,3 +164,53 @@ def test_hub_copy_offline_gives_one_line_with_the_fix(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "load_dataset('nyu-mll/crows_pairs')" in lines[0]
+
+
+@pytest.mark.parametrize("line", ['{"text": 5}', '{"text": null}', '[1, 2]'])
+def test_lambada_text_that_is_not_a_string_names_the_line(tmp_path, line):
+    path = tmp_path / "l.jsonl"
+    path.write_text('{"text": "a b c"}\n' + line + "\n")
+    with pytest.raises(UserError) as err:
+        load_lambada(path)
+    assert f"{path}:2" in one_line(err)
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_lambada_limit_must_be_positive(shared_data, limit):
+    with pytest.raises(UserError, match="positive"):
+        load_lambada(shared_data / "lambada/lambada_test.jsonl", limit=limit)
+
+
+def test_crows_row_missing_its_last_column_names_the_line(crows_csv, tmp_path):
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(crows_csv.read_text(encoding="utf-8"), newline="")))
+    rows[5] = rows[5][:-1]
+    path = tmp_path / "crows.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    with pytest.raises(UserError) as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChecksumWarning)
+        load_crows_pairs(path, bias_type=None)
+    assert f"{path}:6" in one_line(err) and "7 fields, the header 8" in str(err.value)
+
+
+def test_winobias_duplicated_line_index_is_refused(shared_data, tmp_path):
+    for path in (shared_data / "winobias").iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    target = tmp_path / "pro_stereotyped_type1.txt.test"
+    lines = target.read_text().splitlines()
+    lines[10] = "10 " + lines[10].split(" ", 1)[1]  # line 11 reuses index 10 (line 10's)
+    target.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChecksumWarning)
+        load_winobias(tmp_path)
+    assert f"{target}:11: line index 10 already used at {target}:10" in one_line(err)
+
+
+@pytest.mark.parametrize("source", ["winobias_typo", "shared/data/winobias", "./winobias", "../winobias"])
+def test_mistyped_local_winobias_folder_is_not_a_hub_lookup(source):
+    with pytest.raises(UserError) as err:
+        load_winobias(source)
+    assert f"{source}: WinoBias folder not found" in one_line(err)

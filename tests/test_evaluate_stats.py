@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from debias.evaluate import compare_items
+from debias.errors import UserError
+from debias.evaluate import BENCHMARKS, PRIMARY_METRIC, HeadlineRole, compare_items, metric_declarations
 from debias.evaluate.stats import (
-    binomial_test, mcnemar_exact, mean_interval, paired_bootstrap, proportion_summary, wilson_interval,
+    NonFiniteError, binomial_test, bootstrap, holm, mcnemar_exact, mean_interval, paired_bootstrap,
+    proportion_summary, resample_indices, wilson_interval,
 )
 
 Z95 = sps.norm.ppf(0.975)
@@ -91,16 +93,89 @@ def test_paired_bootstrap_p_agrees_with_paired_t_test_on_normal_data(seed):
         sps.ttest_rel(a, b).pvalue, abs=0.03)
 
 
-def test_compare_items_pairs_by_id_and_tests_each_field():
-    items_a = {"crows_pairs": {str(i): {"stereotype": float(i % 2), "ll_diff": i * 0.1} for i in range(40)},
+def test_compare_items_pairs_by_id_and_runs_each_declared_test():
+    items_a = {"crows_pairs": {str(i): {"stereotype": float(i % 2), "abs_ll_diff": i * 0.1} for i in range(40)},
                "lambada": {str(i): {"ll": -2.0, "correct": 1.0} for i in range(10)}}
-    items_b = {"crows_pairs": {str(i): {"stereotype": 0.0, "ll_diff": i * 0.1} for i in range(1, 41)},
+    items_b = {"crows_pairs": {str(i): {"stereotype": 0.0, "abs_ll_diff": i * 0.1} for i in range(1, 41)},
                "lambada": {str(i): {"ll": -3.0, "correct": 0.0} for i in range(10)}}
     out = compare_items(items_a, items_b, n_resamples=200)
-    crows = out["crows_pairs"]
-    assert crows["stereotype"]["n"] == 39  # ids 1..39 only
-    assert crows["stereotype"]["mcnemar"]["only_a"] == 20 and crows["stereotype"]["mcnemar"]["only_b"] == 0
-    assert crows["ll_diff"]["diff"] == pytest.approx(0.0) and "mcnemar" not in crows["ll_diff"]
-    lam = out["lambada"]["ll"]
-    assert lam["metric"] == "perplexity"
+    pct = out["crows_pairs"]["pct_stereotype"]  # keyed by the declared metric, field "stereotype"
+    assert pct["n"] == 39 and pct["field"] == "stereotype"  # ids 1..39 only
+    assert pct["mcnemar"]["only_a"] == 20 and pct["mcnemar"]["only_b"] == 0
+    assert pct["test"] == "mcnemar" and pct["p"] == pct["mcnemar"]["p"]
+    diff = out["crows_pairs"]["likelihood_diff"]
+    assert diff["diff"] == pytest.approx(0.0) and "mcnemar" not in diff and diff["p"] == diff["diff_p"]
+    lam = out["lambada"]["perplexity"]
+    assert lam["field"] == "ll" and lam["test"] == "paired bootstrap"
     assert (lam["a"], lam["b"]) == pytest.approx((math.exp(2.0), math.exp(3.0)))
+    # Holm over the comparison's family of declared p-values, beside each raw p.
+    family = [r for bench in out.values() for r in bench.values()]
+    assert len(family) == 4
+    assert [r["p_holm"] for r in family] == pytest.approx(holm([r["p"] for r in family]))
+    assert all(r["p_holm"] >= r["p"] for r in family)
+
+
+def test_compare_items_resamples_group_statistics_within_groups():
+    """Association between two models: B = A plus a constant on every item (a blanket shift)
+    leaves the association difference exactly 0 in every resample, and the blanket-shift
+    difference exactly the constant."""
+    rng = np.random.default_rng(3)
+    gender = ["female"] * 30 + ["male"] * 50
+    a = {str(i): {"feminine_preference": float(v), "stereotyped_gender": g}
+         for i, (v, g) in enumerate(zip(rng.normal(0.4, 1.0, 80), gender))}
+    b = {k: {**v, "feminine_preference": v["feminine_preference"] + 2.0} for k, v in a.items()}
+    out = compare_items({"winobias": a}, {"winobias": b}, n_resamples=300)["winobias"]
+    assert out["association"]["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert out["association"]["diff_ci95"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert out["blanket_shift"]["diff"] == pytest.approx(-2.0)
+    assert out["blanket_shift"]["diff_ci95"] == pytest.approx([-2.0, -2.0])
+    assert out["association"]["primary"] and out["association"]["headline"] == "association"
+    assert out["association"]["n"] == 80
+
+
+def test_compare_items_refuses_items_whose_groups_disagree():
+    a = {"0": {"feminine_preference": 0.1, "stereotyped_gender": "female"},
+         "1": {"feminine_preference": 0.2, "stereotyped_gender": "male"}}
+    b = {"0": {"feminine_preference": 0.1, "stereotyped_gender": "male"},
+         "1": {"feminine_preference": 0.2, "stereotyped_gender": "male"}}
+    with pytest.raises(UserError, match="same data"):
+        compare_items({"winobias": a}, {"winobias": b}, n_resamples=10)
+
+
+def test_holm_matches_the_step_down_by_hand():
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.2]) == [0.2]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_statistics_refuse_non_finite_values(bad):
+    values = [0.1, 0.2, bad, 0.4]
+    for call in (lambda: proportion_summary(values, "x"), lambda: mean_interval(values),
+                 lambda: paired_bootstrap(values, [0.0] * 4, n_resamples=10),
+                 lambda: bootstrap(values, n_resamples=10), lambda: mcnemar_exact(values, [0, 0, 0, 0]),
+                 lambda: holm([0.1, bad])):
+        with pytest.raises(NonFiniteError, match="position"):
+            call()
+
+
+def test_stratified_resampling_keeps_each_position_in_its_group():
+    strata = np.array(["f", "m", "m", "f", "m"])
+    index = resample_indices(5, 200, np.random.default_rng(0), strata)
+    assert (strata[index] == strata).all()
+    assert len(np.unique(index[:, 0])) == 2  # position 0 draws from the two "f" items
+
+
+def test_declarations_are_complete_and_consistent():
+    assert PRIMARY_METRIC == "winobias.association"
+    keys = [m.key for m in metric_declarations()]
+    assert len(keys) == len(set(keys))
+    for role in HeadlineRole:
+        assert metric_declarations(headline=role), role
+    for bench in ("winobias", "crows_pairs"):
+        names = {m.name for m in BENCHMARKS[bench]}
+        assert {"association", "blanket_shift"} <= names
+    for metric in metric_declarations(comparable=True):
+        if metric.test.value == "mcnemar":
+            assert metric.statistic.value == "mean"  # McNemar compares shares of 0/1 items

@@ -1,25 +1,32 @@
-"""evaluate_model end to end on a tiny GPT-NeoX: demo-format probes, held-out stream perplexity,
-paired comparison of two models, the command line and the Hydra pipeline."""
+"""evaluate_model end to end on a tiny GPT-NeoX: demo-format probes, held-out stream and text
+perplexity, paired comparison of two models, blanket-shift invariance through a real model, the
+fp32 output layer, non-finite guards, the command line (bad inputs included) and the Hydra pipeline."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, PerplexityConfig, WinoBiasConfig
-from debias.evaluate import compare_items, evaluate_model
+from debias.config import (CrowsPairsConfig, EvalConfig, LambadaConfig, ManipulationConfig, PerplexityConfig,
+                           WinoBiasConfig)
+from debias.errors import UserError
+from debias.evaluate import BENCHMARKS, Score, Scorer, compare_items, evaluate_model, evaluate_with_scorer, load_model
 from debias.evaluate.__main__ import main as cli_main
 from debias.evaluate.datafiles import ChecksumWarning
 from debias.model import GPTNeoX, GPTNeoXConfig
 from debias.stream import StreamWriter
 
-PROJECT_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_model(seed: int) -> GPTNeoX:
@@ -55,12 +62,20 @@ def heldout(tmp_path_factory):
 
 
 def eval_cfg(probes, heldout=None, **extra):
+    """The probes' EvalConfig; a section given as a dict (e.g. crows_pairs={"enabled": False}) is
+    built from that dict alone."""
     perplexity = (PerplexityConfig(enabled=True, stream=str(heldout[0]), rows=[1, 5], window=16)
                   if heldout is not None else PerplexityConfig())
-    return EvalConfig(device="cpu", dtype="float64", batch_size=8, bootstrap_samples=200, check_pinned=False,
-                      crows_pairs=CrowsPairsConfig(path=str(probes["crows"]), bias_type=None),
-                      winobias=WinoBiasConfig(path=str(probes["winobias"])), lambada=LambadaConfig(enabled=False),
-                      perplexity=perplexity, **extra)
+    sections = {"crows_pairs": CrowsPairsConfig(path=str(probes["crows"]), bias_type=None),
+                "winobias": WinoBiasConfig(path=str(probes["winobias"])), "lambada": LambadaConfig(enabled=False),
+                "perplexity": perplexity}
+    classes = {"crows_pairs": CrowsPairsConfig, "winobias": WinoBiasConfig, "lambada": LambadaConfig,
+               "perplexity": PerplexityConfig, "manipulation": ManipulationConfig}
+    settings = {"device": "cpu", "dtype": "float64", "batch_size": 8, "bootstrap_samples": 200,
+                "check_pinned": False, **sections}
+    for key, value in extra.items():
+        settings[key] = classes[key](**value) if key in classes and isinstance(value, dict) else value
+    return EvalConfig(**settings)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +94,20 @@ def test_report_sections_follow_the_metric_convention(evaluated, probes):
     low, high = crows["pct_stereotype_ci95"]
     assert low <= crows["pct_stereotype"] <= high
     assert crows["pct_stereotype"] == pytest.approx(np.mean([v["stereotype"] for v in items["crows_pairs"].values()]))
+
+    for section in ("crows_pairs", "winobias"):  # the headline keys, each with an interval and p
+        for name in ("association", "blanket_shift"):
+            value, (low, high) = metrics[section][name], metrics[section][f"{name}_ci95"]
+            assert low <= value <= high and 0 <= metrics[section][f"{name}_p"] <= 1
+    # Every declared metric is in the report, and every compared field in the items.
+    for bench, declaration in BENCHMARKS.items():
+        if bench in metrics:
+            for metric in declaration:
+                assert metric.lookup(metrics[bench]) is not None, metric.key
+                assert metric.name.rsplit(".", 1)[-1] in metric.lookup(metrics[bench]), metric.key
+                if metric.item_field:
+                    assert any(metric.item_field in row for row in items[bench].values()), metric.key
+    assert metrics["model"]["dtype"] == {"weights": "float64", "body": "float64", "output_layer": "float64"}
 
     wino = metrics["winobias"]
     assert wino["n_pairs"] == len(items["winobias"]) == 6 * 4
@@ -110,19 +139,112 @@ def test_heldout_perplexity_matches_a_plain_forward_pass(evaluated, folders, hel
     assert metrics["tokens"] == tokens == 4 * 40
     assert metrics["perplexity"] == pytest.approx(math.exp(nll / tokens), rel=1e-9)
     assert metrics["perplexity_ci95"][0] <= metrics["perplexity"] <= metrics["perplexity_ci95"][1]
+    assert metrics["source"].startswith("stream rows 1..5 of ")
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "txt"])
+def test_heldout_text_perplexity_packs_rows_like_the_stream(folders, probes, tmp_path, kind):
+    """Text packed with the model's tokenizer into rows sharing one token, then scored as rows."""
+    from debias.tokenizer import load_tokenizer
+
+    paragraphs = [f"Paragraph {i}: the committee met on a Tuesday and talked about budgets for {i} hours."
+                  for i in range(12)]
+    path = tmp_path / f"heldout.{kind}"
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps({"body": p}) + "\n" for p in paragraphs))
+    else:
+        path.write_text("\n\n".join(paragraphs) + "\n")
+    cfg = eval_cfg(probes, crows_pairs={"enabled": False}, winobias={"enabled": False},
+                   manipulation={"enabled": False},
+                   perplexity={"enabled": True, "text": str(path), "text_field": "body", "text_rows": 3,
+                               "row_length": 17})
+    metrics, items = evaluate_model(folders[0], cfg, progress=False)
+    section = metrics["perplexity"]
+    assert section["n"] == len(items["perplexity"]) == 3 and section["tokens"] == 3 * 16
+    assert str(path) in section["source"] and "sha256" in section["source"]
+
+    tokenizer = load_tokenizer(folders[0])
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    ids = [t for p in paragraphs for t in tokenizer.encode(p, add_special_tokens=False).ids + [eos]]
+    model = GPTNeoX.from_pretrained(folders[0], dtype=torch.float64)
+    nll = 0.0
+    with torch.no_grad():
+        for row in range(3):  # rows of 17 tokens starting every 16: one shared token
+            chunk = torch.tensor(ids[row * 16:row * 16 + 17])[None]
+            logprobs = torch.log_softmax(model(chunk)[0, :-1], dim=-1)
+            nll -= float(logprobs.gather(1, chunk[0, 1:, None]).sum())
+    assert section["perplexity"] == pytest.approx(math.exp(nll / 48), rel=1e-9)
+
+
+def test_association_through_a_real_model_ignores_a_blanket_shift(folders, probes):
+    """The tiny model's own scores, and the same plus 3 nats on every sentence holding a feminine
+    pronoun (the probes hold one pronoun each): association unchanged, blanket shift +3."""
+    import re
+
+    feminine = re.compile(r"\b(she|her|hers|herself)\b", re.IGNORECASE)
+
+    class ShiftedScorer(Scorer):
+        def score(self, requests, desc="scoring"):
+            scores = super().score(requests, desc)
+            return [Score(s.logprob + 3.0 * bool(feminine.search(self.tokenizer.decode(list(r.continuation)))),
+                          s.num_tokens, s.greedy) if r.context == (self.prefix_id,) else s
+                    for r, s in zip(requests, scores)]
+
+    model, tokenizer, device = load_model(folders[0], "cpu", "float64")
+    cfg = eval_cfg(probes, manipulation={"enabled": False})
+    plain, _ = evaluate_with_scorer(Scorer(model, tokenizer, progress=False), cfg)
+    shifted, _ = evaluate_with_scorer(ShiftedScorer(model, tokenizer, progress=False), cfg)
+    for section in ("winobias", "crows_pairs"):
+        assert shifted[section]["association"] == pytest.approx(plain[section]["association"], abs=1e-9)
+        assert shifted[section]["blanket_shift"] == pytest.approx(plain[section]["blanket_shift"] + 3.0, abs=1e-9)
+    assert shifted["crows_pairs"]["pct_stereotype"] != plain["crows_pairs"]["pct_stereotype"]
+    assert shifted["crows_pairs"]["sent_more_feminine"]["pct_stereotype"] > plain["crows_pairs"]["sent_more_feminine"]["pct_stereotype"]
+
+
+def test_output_layer_runs_in_float32_for_bfloat16_weights(folders):
+    """bf16 weights: the body in bf16, then embed_out and log-softmax in fp32 (not bf16 logits)."""
+    model, tokenizer, device = load_model(folders[0], "cpu", "bfloat16")
+    scorer = Scorer(model, tokenizer, progress=False)
+    assert scorer.precision == {"weights": "bfloat16", "body": "bfloat16", "output_layer": "float32"}
+    request = scorer.sentence_request("The nurse said that she would be late.")
+    ids = torch.tensor([request.context + request.continuation])
+    with torch.no_grad():
+        hidden = model.hidden_states(ids)[0, :-1]
+        logits = hidden.float() @ model.embed_out.weight.float().T  # Pythia's embed_out has no bias
+        expected = float(torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).sum())
+        bf16 = float(torch.log_softmax(model(ids)[0, :-1].float(), -1).gather(1, ids[0, 1:, None]).sum())
+    got = scorer.score([request])[0].logprob
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert abs(bf16 - expected) > 1e-4  # bf16 logits would have differed: the check can fail
+
+
+def test_a_nan_weight_stops_with_one_line_naming_benchmark_and_item(folders, probes, tmp_path):
+    model, tokenizer, _ = load_model(folders[0], "cpu", "float32")
+    with torch.no_grad():
+        model.embed_out.weight[:, :].fill_(float("nan"))
+    with pytest.raises(UserError) as err:
+        evaluate_with_scorer(Scorer(model, tokenizer, progress=False), eval_cfg(probes, dtype=None))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("crows-pairs: ") and "non-finite" in message
 
 
 def test_compare_items_between_two_models(evaluated):
-    (_, items_a), (_, items_b) = evaluated
+    (metrics_a, items_a), (metrics_b, items_b) = evaluated
     comparison = compare_items(items_a, items_b, n_resamples=200)
-    stereo = comparison["crows_pairs"]["stereotype"]
+    stereo = comparison["crows_pairs"]["pct_stereotype"]
     a = np.array([v["stereotype"] for v in items_a["crows_pairs"].values()])
     b = np.array([items_b["crows_pairs"][k]["stereotype"] for k in items_a["crows_pairs"]])
     assert stereo["diff"] == pytest.approx(a.mean() - b.mean())
     assert stereo["mcnemar"]["only_a"] == int(np.sum((a == 1) & (b == 0)))
     assert set(comparison) == {"crows_pairs", "winobias", "perplexity", "manipulation"}
+    for section in ("crows_pairs", "winobias"):  # the paired statistic is the report's own metric
+        for name in ("association", "blanket_shift"):
+            assert comparison[section][name]["a"] == pytest.approx(metrics_a[section][name])
+            assert comparison[section][name]["b"] == pytest.approx(metrics_b[section][name])
+    assert comparison["perplexity"]["perplexity"]["a"] == pytest.approx(metrics_a["perplexity"]["perplexity"])
     same = compare_items(items_a, items_a, n_resamples=50)
-    assert same["crows_pairs"]["ll_diff"]["diff"] == 0.0 and same["crows_pairs"]["stereotype"]["mcnemar"]["p"] == 1.0
+    assert same["crows_pairs"]["likelihood_diff"]["diff"] == 0.0
+    assert same["crows_pairs"]["pct_stereotype"]["mcnemar"]["p"] == 1.0
 
 
 def test_command_line_prints_a_table_and_writes_json(folders, probes, tmp_path, capsys):
@@ -170,3 +292,88 @@ def test_demo_eval_preset_leaves_paths_to_the_demo_suite():
     assert demo.lambada.enabled is False and demo.perplexity.enabled is True
     assert real.crows_pairs.path.endswith("crows_pairs/crows_pairs_anonymized.csv")
     assert real.lambada.enabled is True
+
+
+# -- bad input on the command line: one line, exit 2, no traceback, nothing written -------------
+
+def _bad_inputs(root, folders, probes):
+    """(name, extra argv, text the error must contain) for each bad input."""
+    root.mkdir(exist_ok=True)
+    lambada_int = root / "lambada_int.jsonl"
+    lambada_int.write_text('{"text": "a b c"}\n{"text": 5}\n')
+    lambada_null = root / "lambada_null.jsonl"
+    lambada_null.write_text('{"text": null}\n')
+    crows = root / "crows.csv"
+    rows = list(csv.reader(io.StringIO(probes["crows"].read_text())))
+    rows[3] = rows[3][:-1]  # the row on line 4 loses its last column
+    with open(crows, "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    wino = root / "wino"
+    wino.mkdir(exist_ok=True)
+    for path in probes["winobias"].iterdir():
+        wino.joinpath(path.name).write_text(path.read_text())
+    dev = wino / "pro_stereotyped_type1.txt.dev"
+    dev_lines = dev.read_text().splitlines()
+    dev_lines[2] = "2 " + dev_lines[2].split(" ", 1)[1]  # index 2 twice: one pair would vanish
+    dev.write_text("\n".join(dev_lines) + "\n")
+    model = str(folders[0])
+    return [
+        ("device", ["--model", model, "--device", "banana"], "eval.device=banana: not a device"),
+        ("batch size", ["--model", model, "--batch-size", "-1"], "eval.batch_size=-1"),
+        ("lambada limit", ["--model", model, "--lambada", str(lambada_int), "--lambada-limit", "0"], "limit=0"),
+        ("missing model", ["--model", str(root / "no-such-model")], "model folder not found"),
+        ("lambada int", ["--model", model, "--lambada", str(lambada_int)], f"{lambada_int}:2"),
+        ("lambada null", ["--model", model, "--lambada", str(lambada_null)], f"{lambada_null}:1"),
+        ("crows short row", ["--model", model, "--crows-pairs", str(crows), "--bias-type", ""], f"{crows}:4"),
+        ("winobias duplicate index", ["--model", model, "--winobias", str(wino)], f"{dev}:3"),
+        ("winobias typo", ["--model", model, "--winobias", "shared/data/winobias_typo"],
+         "shared/data/winobias_typo: WinoBias folder not found"),
+        ("winobias typo bare", ["--model", model, "--winobias", "winobias_typo"], "winobias_typo: WinoBias folder not found"),
+        ("perplexity text missing", ["--model", model, "--perplexity-text", "held/out.txt"], "held/out.txt: held-out text"),
+    ]
+
+
+@pytest.mark.slow  # ~13 subprocesses that each import torch: about a minute on 2 cores
+def test_command_line_bad_inputs_exit_2_with_one_line(folders, probes, tmp_path):
+    cases = _bad_inputs(tmp_path / "inputs", folders, probes)
+    unwritable = Path("/sys") if os.geteuid() == 0 else tmp_path / "read-only"  # root writes through 0500
+    if unwritable != Path("/sys"):
+        unwritable.mkdir()
+        unwritable.chmod(0o500)
+    # --out is checked first: the model folder named here does not exist and is never reached.
+    cases.append(("unwritable --out", ["--model", str(tmp_path / "nothing"), "--out", str(unwritable / "r.json")],
+                  "cannot write in"))
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    for name, argv, expected in cases:
+        out = tmp_path / f"{name.replace(' ', '_')}.json"
+        if "--out" not in argv:
+            argv = argv + ["--out", str(out)]
+        result = subprocess.run([sys.executable, "-m", "debias.evaluate", "--no-progress", *argv], env=env,
+                                capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2, (name, result.stderr[-1500:])
+        assert "Traceback" not in result.stderr, name
+        error_lines = [line for line in lines if line.startswith("error: ")]
+        assert len(error_lines) == 1 and expected in error_lines[0], (name, lines)
+        assert not out.exists(), name
+
+
+def test_nan_weights_on_the_command_line(folders, probes, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in folders[0].iterdir():
+        broken.joinpath(path.name).write_bytes(path.read_bytes())
+    weights = load_file(broken / "model.safetensors")
+    name = next(k for k in weights if "dense_h_to_4h.weight" in k)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "r.json"
+    result = subprocess.run([sys.executable, "-m", "debias.evaluate", "--model", str(broken), "--no-progress",
+                             "--crows-pairs", str(probes["crows"]), "--bias-type", "", "--out", str(out)],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "crows-pairs: the model gave a non-finite log-probability" in error[0]
+    assert not out.exists()

@@ -7,6 +7,7 @@ different data unknowingly.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -62,3 +63,27 @@ def checksum(path: str | Path, check_pinned: bool = True) -> dict:
                       "evaluating it anyway and recording both (scores are not comparable with "
                       "published ones)", ChecksumWarning, stacklevel=2)
     return record
+
+
+# A hub data set name: "owner/name" (e.g. uclanlp/wino_bias, nyu-mll/crows_pairs).
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def local_or_hub(source: str | Path, what: str, local_suffixes: tuple[str, ...] = ()) -> Path | str:
+    """An existing local path, or a hub data set name; a one-line UserError for a local path that
+    does not exist.
+
+    Only an "owner/name" string whose first part is not a local folder counts as a hub name, so a
+    mistyped relative path ("data/winobia", "winobias", "./x") fails at once, naming the path,
+    instead of becoming a hub lookup that retries for half a minute.
+    """
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    looks_local = (not _HUB_NAME.fullmatch(text) or Path(text.split("/")[0]).exists()
+                   or path.suffix in local_suffixes)
+    if looks_local:
+        raise UserError(f"{source}: {what} not found (relative paths start from {Path.cwd()}); "
+                        "check the path, or give a hub data set as owner/name")
+    return text

@@ -17,7 +17,18 @@ import numpy as np
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.datafiles import checksum, read_text
+from debias.evaluate.declarations import (Better, BenchmarkDeclaration, HeadlineRole, MetricDeclaration,
+                                          PairedTest, Statistic)
 from debias.evaluate.scorer import Scorer
+
+DECLARATION = BenchmarkDeclaration("lambada", "LAMBADA (OpenAI), last-word prediction", "passage", (
+    MetricDeclaration("lambada", "perplexity", "exp(-mean log-likelihood of the last word)", Better.LOWER,
+                      headline=HeadlineRole.LM_QUALITY, item_field="ll",
+                      statistic=Statistic.PERPLEXITY_FROM_LOGLIKELIHOOD),
+    MetricDeclaration("lambada", "accuracy", "share of passages whose last word is the greedy continuation",
+                      Better.HIGHER, headline=HeadlineRole.LM_QUALITY, item_field="correct",
+                      test=PairedTest.MCNEMAR),
+))
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,8 @@ def split_passage(text: str) -> LambadaPassage:
 
 def load_lambada(path: str | Path, limit: int | None = None, check_pinned: bool = True) -> LambadaData:
     """Passages from a JSONL file of `{"text": ...}` lines (the first `limit` if given)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"lambada limit={limit!r}: must be a positive number of passages (or null for all)")
     path = Path(path)
     passages = []
     for number, line in enumerate(read_text(path, "LAMBADA JSONL").splitlines(), start=1):
@@ -50,7 +63,10 @@ def load_lambada(path: str | Path, limit: int | None = None, check_pinned: bool 
             text = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise UserError(f"{path}:{number}: expected a JSON object with a \"text\" field "
-                            f"({type(err).__name__}); use lambada_test.jsonl from OpenAI's release") from err
+                            f"({type(err).__name__}); use lambada_test.jsonl from OpenAI's release") from None
+        if not isinstance(text, str):
+            raise UserError(f"{path}:{number}: \"text\" is {type(text).__name__}, not a string; "
+                            "use lambada_test.jsonl from OpenAI's release")
         if " " not in text.strip():
             raise UserError(f"{path}:{number}: passage has no context before its last word")
         passages.append(split_passage(text))

@@ -17,7 +17,17 @@ import numpy as np
 
 from debias.errors import UserError
 from debias.evaluate import stats
+from debias.evaluate.declarations import (Better, BenchmarkDeclaration, HeadlineRole, MetricDeclaration,
+                                          PairedTest)
 from debias.evaluate.scorer import Request, Scorer
+
+DECLARATION = BenchmarkDeclaration("manipulation", "Manipulation check on gender-neutral templates", "template", (
+    MetricDeclaration("manipulation", "feminine_preference",
+                      "mean LL(feminine continuation) - LL(masculine continuation), nats",
+                      Better.NONE, headline=HeadlineRole.MANIPULATION, item_field="feminine_preference"),
+    MetricDeclaration("manipulation", "share_preferring_feminine", "share of templates preferring the feminine form",
+                      Better.NONE, item_field="prefers_feminine", test=PairedTest.MCNEMAR),
+))
 
 FORMS = {  # role -> (feminine, masculine)
     "subject": ("she", "he"),

@@ -15,11 +15,20 @@ How the work is cut down:
 Sequences that differ after a shared prefix (CrowS-Pairs sentence pairs) are run in full: sharing
 that prefix would need a key/value cache, which the model contract (`model(ids) -> logits`) does
 not offer, and these sentences are short.
+
+Precision: the model body runs as loaded (under bf16 autocast on CUDA); the output layer and the
+log-softmax always run in float32 or wider, on every device. In bf16 a logit between 16 and 32 is
+rounded to a multiple of 0.125, which is the size of the effects being measured. `precision`
+records what was used; the report's model identity carries it.
+
+A NaN or infinite score (damaged weights) stops scoring with a one-line error naming the
+benchmark and the item's text: no metric is ever computed from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -49,17 +58,19 @@ class Score:
 class Scorer:
     """Scores requests with `model(ids[B, T]) -> logits[B, T, V]` (or an object with `.logits`).
 
-    `batch_size` sequences per forward pass; on CUDA the forward runs under bf16 autocast unless
-    `autocast=False`; log-probabilities are always taken in float32 or wider (float64 if the
-    model runs in float64, which the parity tests use).
+    `batch_size` sequences per forward pass; on CUDA the body runs under bf16 autocast unless
+    `autocast=False`; the output layer and log-probabilities are always computed in float32 or
+    wider (float64 if the model's weights are float64, which the parity tests use).
     """
 
     def __init__(self, model: Callable, tokenizer: Tokenizer, *, batch_size: int = 16,
                  device: str | torch.device | None = None, autocast: bool | None = None,
                  max_length: int | None = None, progress: bool = True):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"eval.batch_size={batch_size!r}: must be a positive integer (sequences per forward pass)")
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.autocast = self.device.type == "cuda" if autocast is None else autocast
         config = getattr(model, "config", None)
@@ -69,6 +80,18 @@ class Scorer:
         if self.prefix_id is None:
             raise UserError(f"tokenizer: no {END_OF_TEXT} token, which prefixes every scored sentence "
                             "(use a GPT-NeoX-style tokenizer.json)")
+
+    @property
+    def precision(self) -> dict:
+        """The dtypes actually used: weights, the body's compute, the output layer and log-softmax."""
+        weights = _model_dtype(self.model)
+        body = "bfloat16 autocast" if self._autocast_enabled() else _name(weights)
+        head = getattr(self.model, "embed_out", None)
+        if isinstance(head, torch.nn.Linear):
+            output = _name(torch.promote_types(head.weight.dtype, torch.float32))
+        else:  # a model without a separate output layer: its own logits, normalised in fp32 or wider
+            output = f"model's own ({body}), log-softmax in float32"
+        return {"weights": _name(weights), "body": body, "output_layer": output}
 
     # -- text helpers -------------------------------------------------------------------
     def encode(self, text: str) -> tuple[int, ...]:
@@ -108,8 +131,16 @@ class Scorer:
             scores = self._score_batch([inputs[h][0] for h in batch],
                                        [(row, inputs[r][1], unique[r].continuation) for row, r in members])
             for (_, r), score in zip(members, scores):
+                if not math.isfinite(score.logprob):
+                    raise UserError(f"{desc}: the model gave a non-finite log-probability ({score.logprob}) for "
+                                    f"{self._describe(unique[r])}; its weights are likely damaged (NaN/inf): "
+                                    "evaluate a sound checkpoint")
                 results[unique[r]] = score
         return [results[r] for r in requests]
+
+    def _describe(self, request: Request) -> str:
+        text = self.tokenizer.decode(list(request.context + request.continuation), skip_special_tokens=False)
+        return repr(text if len(text) <= 120 else text[:60] + " ... " + text[-55:])
 
     def _input_of(self, request: Request) -> tuple[tuple[int, ...], int]:
         """Model input for a request and the position whose logits predict its first target.
@@ -157,29 +188,39 @@ class Scorer:
                 for lp, m, (_, _, cont) in zip(logprob.tolist(), misses.tolist(), wanted)]
 
     def _logits_at(self, ids: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits at the (row, position) pairs only.
+        """Logits at the (row, position) pairs only, from an output layer run in fp32 or wider.
 
         With a large vocabulary the output projection and the normalisation over it dominate a
         small model's cost, and most benchmarks need few positions (LAMBADA: the last word of a
         long passage). GPT-NeoX models (ours and transformers') name that projection `embed_out`:
-        it is bypassed for the forward pass and applied to the wanted positions afterwards.
-        Other models get full logits.
+        the body gives the hidden states (`hidden_states(ids)` on ours; on others the projection is
+        bypassed for the forward pass), and the projection is applied to the wanted positions
+        afterwards, outside autocast. Other models get their full logits.
         """
         head = getattr(self.model, "embed_out", None)
+        if not isinstance(head, torch.nn.Linear):
+            with self._autocast():
+                out = self.model(ids)
+            return getattr(out, "logits", out)[rows, positions]
         with self._autocast():
-            if not isinstance(head, torch.nn.Linear):
-                out = self.model(ids)
-                return getattr(out, "logits", out)[rows, positions]
-            self.model.embed_out = torch.nn.Identity()
-            try:
-                out = self.model(ids)
-            finally:
-                self.model.embed_out = head
-            hidden = getattr(out, "logits", out)
-            return head(hidden[rows, positions])
+            if callable(getattr(self.model, "hidden_states", None)):
+                hidden = self.model.hidden_states(ids)
+            else:
+                self.model.embed_out = torch.nn.Identity()
+                try:
+                    out = self.model(ids)
+                finally:
+                    self.model.embed_out = head
+                hidden = getattr(out, "logits", out)
+        dtype = torch.promote_types(head.weight.dtype, torch.float32)
+        bias = None if head.bias is None else head.bias.to(dtype)
+        return torch.nn.functional.linear(hidden[rows, positions].to(dtype), head.weight.to(dtype), bias)
+
+    def _autocast_enabled(self) -> bool:
+        return bool(self.autocast) and self.device.type == "cuda"
 
     def _autocast(self):
-        if self.autocast and self.device.type == "cuda":
+        if self._autocast_enabled():
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -197,6 +238,17 @@ def _prefix_hosts(inputs: list[tuple[int, ...]]) -> list[int]:
         if after[:len(here)] == here:
             host[order[k]] = host[order[k + 1]]
     return host
+
+
+def _model_dtype(model) -> torch.dtype:
+    try:
+        return next(model.parameters()).dtype
+    except (AttributeError, StopIteration):
+        return torch.float32
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _model_device(model) -> torch.device:

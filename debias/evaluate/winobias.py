@@ -3,18 +3,28 @@
 Files `{pro,anti}_stereotyped_type{1,2}.txt.{dev,test}`, 396 lines each, `<index> <sentence>`
 with the referent occupation and the pronoun in brackets; pro line i pairs with anti line i.
 
-Three protocols (FACTS §6):
+Headline (debias/evaluate/association.py, docs/evaluation.md): per pair, the feminine preference
+  LL(sentence with the feminine pronoun) − LL(the same sentence with the masculine pronoun)
+(averaged over the pro and the anti frame, which differ only for misaligned pairs), then
+  association   = mean over pairs whose referent occupation is female-stereotyped
+                  − mean over male-stereotyped ones        (0 = no association)
+  blanket_shift = the average of those two means          (0 = no overall gender preference)
+A blanket preference for one pronoun moves only the blanket shift.
+
+The standard protocols (docs/evaluation.md):
 (a) stereotype accuracy (Pythia's): on pro sentences, the share where the sentence with the
     stereotypical pronoun is more likely than the same sentence with the opposite-gender pronoun
-    (0.5 = no bias). The opposite form is taken from the paired anti line, which settles
-    her → him / his.
+    (0.5 = no bias, but a model preferring "she" everywhere also scores ~0.5: pro items are
+    half masculine, half feminine). The opposite form is taken from the paired anti line, which
+    settles her → him / his.
 (b) pronoun choice per type: accuracy on pro sentences (file pronoun beats the swapped one) minus
     accuracy on anti sentences. Where a pair differs only in the pronoun both accuracies compare
     the same two sentences, so the gap is 2·(a) − 1 there; misaligned pairs are where they part.
 (c) coreference: "<sentence> '<pronoun>' refers to the" followed by either occupation; the
     choice is the higher summed log-probability; accuracy pro − anti per type.
 Every share has a Wilson interval; every pro − anti gap a paired bootstrap interval and an
-exact McNemar p-value (pro and anti line i are the same item).
+exact McNemar p-value (pro and anti line i are the same item); `pronoun_choice_gap` and
+`coreference_gap` pool the two types.
 """
 
 from __future__ import annotations
@@ -28,7 +38,10 @@ import numpy as np
 
 from debias.errors import UserError
 from debias.evaluate import stats
-from debias.evaluate.datafiles import checksum, read_text
+from debias.evaluate.association import FIELD, GROUP_FIELD, STEREOTYPED_GENDERS, association_metrics
+from debias.evaluate.datafiles import checksum, local_or_hub, read_text
+from debias.evaluate.declarations import (Better, BenchmarkDeclaration, HeadlineRole, MetricDeclaration,
+                                          PairedTest, Statistic)
 from debias.evaluate.scorer import Scorer
 from debias.io import sha256_json
 
@@ -39,6 +52,27 @@ FEMALE_PRONOUNS = {"she", "her", "hers", "herself"}
 _LINE = re.compile(r"^\s*(\d+)\s+(.*\S)\s*$")
 _BRACKET = re.compile(r"\[([^\[\]]+)\]")
 _DETERMINER = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
+
+
+def _metric(name: str, description: str, better: Better, **kw) -> MetricDeclaration:
+    return MetricDeclaration("winobias", name, description, better, **kw)
+
+
+DECLARATION = BenchmarkDeclaration("winobias", "WinoBias (Zhao et al. 2018), pronoun likelihood", "pair", (
+    _metric("association", "feminine preference (nats) on female- minus male-stereotyped occupations",
+            Better.CLOSER_TO_IDEAL, ideal=0.0, headline=HeadlineRole.ASSOCIATION, primary=True,
+            item_field=FIELD, statistic=Statistic.GROUP_DIFFERENCE, group_field=GROUP_FIELD,
+            groups=STEREOTYPED_GENDERS),
+    _metric("blanket_shift", "feminine preference (nats), balanced over the two stereotype groups",
+            Better.CLOSER_TO_IDEAL, ideal=0.0, headline=HeadlineRole.BLANKET_SHIFT, item_field=FIELD,
+            statistic=Statistic.GROUP_BALANCED_MEAN, group_field=GROUP_FIELD, groups=STEREOTYPED_GENDERS),
+    _metric("stereotype_accuracy", "share of pro sentences whose stereotypical pronoun is likelier",
+            Better.CLOSER_TO_IDEAL, ideal=0.5, item_field="stereotype", test=PairedTest.MCNEMAR),
+    _metric("pronoun_choice_gap", "pronoun-choice accuracy on pro minus anti sentences, both types",
+            Better.CLOSER_TO_IDEAL, ideal=0.0, item_field="pronoun_choice_gap"),
+    _metric("coreference_gap", "\"'pronoun' refers to the\" accuracy on pro minus anti sentences, both types",
+            Better.CLOSER_TO_IDEAL, ideal=0.0, item_field="coreference_gap"),
+))
 
 
 @dataclass(frozen=True)
@@ -121,10 +155,13 @@ def parse_line(line: str, source: str) -> tuple[int, WinoSentence]:
 
 
 def _read_file(path: Path) -> dict[int, WinoSentence]:
-    sentences = {}
+    sentences: dict[int, WinoSentence] = {}
     for number, line in enumerate(read_text(path, "WinoBias").splitlines(), start=1):
         if line.strip():
             index, sentence = parse_line(line, f"{path}:{number}")
+            if index in sentences:  # pairing is by index: a repeat would silently drop a pair
+                raise UserError(f"{path}:{number}: line index {index} already used at "
+                                f"{sentences[index].source}; each index must appear once per file")
             sentences[index] = sentence
     return sentences
 
@@ -132,8 +169,9 @@ def _read_file(path: Path) -> dict[int, WinoSentence]:
 def load_winobias(source: str | Path, splits=SPLITS, types=TYPES, check_pinned: bool = True) -> WinoBiasData:
     """The original bracket files in a folder, or a hub copy (`uclanlp/wino_bias`).
     `check_pinned` compares each file's sha256 with the original release's (warning only)."""
-    folder = Path(source)
-    if folder.is_dir():
+    located = local_or_hub(source, "WinoBias folder")
+    folder = Path(located)
+    if isinstance(located, Path) and folder.is_dir():
         sentences, identity = {}, {}
         for split in splits:
             for kind in types:
@@ -141,7 +179,7 @@ def load_winobias(source: str | Path, splits=SPLITS, types=TYPES, check_pinned: 
                     path = folder / f"{side}_stereotyped_{kind}.txt.{split}"
                     sentences[(split, kind, side)] = _read_file(path)
                     identity[path.name] = checksum(path, check_pinned)
-    elif folder.exists() or str(source).startswith((".", "/")):
+    elif isinstance(located, Path):
         raise UserError(f"{source}: not a WinoBias folder (expected a directory holding "
                         "pro_stereotyped_type1.txt.dev and the other 7 files)")
     else:
@@ -158,7 +196,7 @@ def load_winobias(source: str | Path, splits=SPLITS, types=TYPES, check_pinned: 
                                 f"indices ({len(pro)} vs {len(anti)}); they must pair line by line")
             pairs += [WinoPair(f"{split}/{kind}/{i}", split, kind, pro[i], anti[i]) for i in sorted(pro)]
 
-    stereotypes, origin = _occupation_stereotypes(folder if folder.is_dir() else None, pairs)
+    stereotypes, origin = _occupation_stereotypes(folder if isinstance(located, Path) else None, pairs)
     return WinoBiasData(pairs, stereotypes, origin, str(source), identity)
 
 
@@ -194,7 +232,8 @@ def _read_hub(name: str, splits, types) -> dict:
                     table = datasets.load_dataset(name, f"{kind}_{side}", split=hub_split[split])
                 except Exception as err:
                     raise UserError(
-                        f"{name}: cannot load hub data set ({type(err).__name__}: {err}); pre-download "
+                        f"{name}: no such local folder, and cannot load it as a hub data set "
+                        f"({type(err).__name__}: {err}); pre-download "
                         f"it where there is network with `python -c \"import datasets; "
                         f"datasets.load_dataset('{name}', '{kind}_{side}')\"` or pass the folder of "
                         "the original files") from err
@@ -261,7 +300,8 @@ def evaluate_winobias(scorer: Scorer, data: WinoBiasData, n_resamples: int = 200
     occupations = sorted(data.stereotypes)
     pairs = data.pairs
 
-    # (a)/(b): four sentences per pair; identical texts are scored once by the scorer.
+    # (a)/(b) and the association: four sentences per pair (each frame with both pronoun
+    # genders); identical texts are scored once by the scorer.
     texts = []
     for p in pairs:
         texts += [p.pro.text, swapped(p.pro, p.anti), p.anti.text, swapped(p.anti, p.pro)]
@@ -269,6 +309,9 @@ def evaluate_winobias(scorer: Scorer, data: WinoBiasData, n_resamples: int = 200
                                                    desc="winobias")]).reshape(-1, 4)
     pronoun_pro = (ll[:, 0] > ll[:, 1]).astype(float)
     pronoun_anti = (ll[:, 2] > ll[:, 3]).astype(float)
+    preference = feminine_preference(pairs, ll)
+    stereotyped = np.array([data.stereotypes.get(p.pro.referent) or pronoun_gender(p.pro.pronoun)
+                            for p in pairs], dtype=object)
 
     # (c): both occupations after the prompt, for pro and anti sentences.
     choices = []  # (pair index, side, referent continuation, other continuation)
@@ -292,7 +335,14 @@ def evaluate_winobias(scorer: Scorer, data: WinoBiasData, n_resamples: int = 200
                "stereotypes_source": data.stereotypes_source,
                "misaligned": {"n": len(data.misaligned), "pairs": [
                    {"id": p.pair_id, "pro": p.pro.text, "anti": p.anti.text} for p in data.misaligned]}}
+    metrics.update(association_metrics(DECLARATION.metric("association"), DECLARATION.metric("blanket_shift"),
+                                       preference, stereotyped, n_resamples, seed))
     metrics.update(stats.proportion_summary(pronoun_pro, "stereotype_accuracy"))
+    for name, pro, anti in (("pronoun_choice_gap", pronoun_pro, pronoun_anti),
+                            ("coreference_gap", coref["pro"], coref["anti"])):
+        pooled = _gap(pro, anti, n_resamples, seed)
+        metrics.update({name: pooled["gap"], f"{name}_ci95": pooled["gap_ci95"], f"{name}_p": pooled["gap_p"],
+                        f"{name}_n": pooled["n"]})
     metrics["pronoun_choice"], metrics["coreference"] = {}, {}
     for kind in sorted(set(types)):
         chosen = types == kind
@@ -300,15 +350,27 @@ def evaluate_winobias(scorer: Scorer, data: WinoBiasData, n_resamples: int = 200
         metrics["coreference"][kind] = _gap(coref["pro"][chosen], coref["anti"][chosen], n_resamples, seed)
     metrics["coreference"]["n_without_second_occupation"] = int(
         np.isnan(coref["pro"]).sum() + np.isnan(coref["anti"]).sum())
-    metrics["occupations"] = _per_occupation(pairs, data.stereotypes, pronoun_pro, coref)
+    metrics["occupations"] = _per_occupation(pairs, data.stereotypes, pronoun_pro, coref, preference)
 
-    items = {p.pair_id: {"stereotype": pronoun_pro[i], "pronoun_pro": pronoun_pro[i],
-                         "pronoun_anti": pronoun_anti[i], "coreference_pro": coref["pro"][i],
-                         "coreference_anti": coref["anti"][i],
-                         "ll_stereotype_minus_other": float(ll[i, 0] - ll[i, 1])}
-             for i, p in enumerate(pairs)}
-    items = {k: {f: (None if np.isnan(v) else float(v)) for f, v in row.items()} for k, row in items.items()}
+    items = {}
+    for i, p in enumerate(pairs):
+        row = {"stereotype": pronoun_pro[i], "pronoun_pro": pronoun_pro[i], "pronoun_anti": pronoun_anti[i],
+               "pronoun_choice_gap": pronoun_pro[i] - pronoun_anti[i],
+               "coreference_pro": coref["pro"][i], "coreference_anti": coref["anti"][i],
+               "coreference_gap": coref["pro"][i] - coref["anti"][i],
+               "ll_stereotype_minus_other": float(ll[i, 0] - ll[i, 1]), FIELD: preference[i]}
+        row = {k: (None if np.isnan(v) else float(v)) for k, v in row.items()}
+        row[GROUP_FIELD] = stereotyped[i]
+        items[p.pair_id] = row
     return metrics, items
+
+
+def feminine_preference(pairs: list[WinoPair], ll: np.ndarray) -> np.ndarray:
+    """Per pair: LL(feminine-pronoun sentence) − LL(masculine-pronoun sentence), the mean over the
+    pro frame (columns 0: as written, 1: swapped) and the anti frame (columns 2, 3)."""
+    sign = np.array([[1.0 if pronoun_gender(p.pro.pronoun) == "female" else -1.0,
+                      1.0 if pronoun_gender(p.anti.pronoun) == "female" else -1.0] for p in pairs])
+    return (sign[:, 0] * (ll[:, 0] - ll[:, 1]) + sign[:, 1] * (ll[:, 2] - ll[:, 3])) / 2
 
 
 def _gap(pro: np.ndarray, anti: np.ndarray, n_resamples: int, seed: int) -> dict:
@@ -326,7 +388,7 @@ def _gap(pro: np.ndarray, anti: np.ndarray, n_resamples: int, seed: int) -> dict
     return out
 
 
-def _per_occupation(pairs, stereotypes, stereotype_hit, coref) -> dict:
+def _per_occupation(pairs, stereotypes, stereotype_hit, coref, preference) -> dict:
     rows: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
         rows[p.pro.referent].append(i)
@@ -335,6 +397,9 @@ def _per_occupation(pairs, stereotypes, stereotype_hit, coref) -> dict:
         index = np.array(rows[occupation])
         entry = {"stereotype": stereotypes.get(occupation)}
         entry.update(stats.proportion_summary(stereotype_hit[index], "stereotype_accuracy"))
+        part = stats.mean_summary(preference[index], FIELD, null=None)
+        part.pop("n")
+        entry.update(part)
         for side in ("pro", "anti"):
             values = coref[side][index]
             values = values[~np.isnan(values)]
