@@ -171,15 +171,40 @@ class IndexedStream:
                             f"promises {expected:,}); copy or download it again")
         return DTYPE_CODES[code], num_rows, num_docs
 
+    def _check_sizes(self) -> None:
+        """Row lengths are read at open: a negative one is a corrupt index, named here in one line
+        (one vectorised pass over the lengths; the rows' byte ranges are checked as they are read)."""
+        if len(self) and int(self.sizes.min()) < 0:
+            row = int(np.flatnonzero(self.sizes < 0)[0])
+            raise UserError(f"{self.idx_path}: row {row:,} has length {int(self.sizes[row])}; the index is "
+                            f"corrupt (copy or download it again, or re-pack the stream)")
+
     def _check_data_length(self) -> None:
-        if len(self) == 0:
-            return
-        needed = int(self.pointers[-1]) + int(self.sizes[-1]) * self.dtype.itemsize
+        """The data ends where the index's last row ends: shorter is truncated data; longer is data
+        the index does not describe (another index's data, or bytes appended to it), refused rather
+        than read as if it matched."""
+        self._check_sizes()
+        needed = int(self.pointers[-1]) + int(self.sizes[-1]) * self.dtype.itemsize if len(self) else 0
         have = int(self.file_starts[-1])
+        where = self.data_paths[0] if len(self.data_paths) == 1 else f"{self.prefix}-*-of-*.bin"
         if have < needed:
-            where = self.data_paths[0] if len(self.data_paths) == 1 else f"{self.prefix}-*-of-*.bin"
             raise UserError(f"{where}: holds {have:,} bytes but {self.idx_path.name} points to {needed:,}; "
                             f"the data is truncated or belongs to another index (copy or download it again)")
+        if have > needed:
+            raise UserError(f"{where}: holds {have:,} bytes but {self.idx_path.name} describes only {needed:,} "
+                            f"(its last row ends there); the data has {have - needed:,} trailing bytes or belongs "
+                            f"to another index (copy or download both files again, or re-pack the stream)")
+
+    def _check_extent(self, first_row: int, pointers: np.ndarray, row_bytes: int) -> None:
+        """Rows from `first_row` start at `pointers` and span `row_bytes` each: every byte inside the
+        data, or one line naming the first row that points outside it (a corrupt index)."""
+        total = int(self.file_starts[-1])
+        outside = np.flatnonzero((pointers < 0) | (pointers > total - row_bytes))
+        if outside.size:
+            row, pointer = first_row + int(outside[0]), int(pointers[outside[0]])
+            raise UserError(f"{self.idx_path}: row {row:,} points to bytes {pointer:,}..{pointer + row_bytes:,}, "
+                            f"outside the {total:,} bytes of data; the index is corrupt or belongs to other "
+                            f"data (copy or download it again)")
 
     # -- sizes -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -207,6 +232,7 @@ class IndexedStream:
         if not 0 <= i < len(self):
             raise IndexError(f"row {i} out of range for a stream of {len(self)} rows")
         out = np.empty(int(self.sizes[i]), self.dtype)
+        self._check_extent(i, self.pointers[i:i + 1], out.nbytes)
         self._copy_bytes(int(self.pointers[i]), out.view(np.uint8))
         return out
 
@@ -223,6 +249,7 @@ class IndexedStream:
         if stop == start:
             return out
         row_bytes = length * self.dtype.itemsize
+        self._check_extent(start, self.pointers[start:stop], row_bytes)
         first, last = int(self.pointers[start]), int(self.pointers[stop - 1])
         if last - first == (stop - 1 - start) * row_bytes:  # contiguous on disk: one read
             self._copy_bytes(first, out.reshape(-1).view(np.uint8))
