@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.stream.geometry import Geometry, Window
 from debias.stream.mmidx import IndexedStream
 
@@ -119,7 +119,7 @@ def show_rows(stream: IndexedStream, rows: range, ids: bool, tokenizer, step: in
 # argument parsing
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m debias.stream", description=__doc__,
+    parser = ArgumentParser(prog="python -m debias.stream", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
