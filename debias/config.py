@@ -435,10 +435,16 @@ def _refuse_unknown_keys(node: Any, path: str = "") -> None:
             _refuse_unknown_keys(node[key], f"{path}{key}.")
 
 
-def to_run_config(cfg: Any) -> RunConfig:
-    """The composed conf/config.yaml (without Hydra's own `hydra` node) as a checked RunConfig."""
-    if "hydra" in cfg:
-        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+def to_run_config(cfg: Any, drop: tuple[str, ...] = ("hydra",)) -> RunConfig:
+    """The composed conf/config.yaml as a checked RunConfig, without the keys in `drop` (Hydra's
+    own `hydra` node; an entry point's extra keys such as `+model_folder`)."""
+    if any(key in cfg for key in drop):
+        from omegaconf import open_dict
+
+        cfg = cfg.copy()  # a copy keeps the schema type, which OmegaConf.masked_copy loses
+        with open_dict(cfg):
+            for key in drop:
+                cfg.pop(key, None)
     return to_config(cfg, RunConfig)
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python pipeline
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from debias.app import refused_runs_leave_nothing, run_hydra_app  # noqa: E402
 from debias.config import EvalConfig, to_config, to_run_config  # noqa: E402
@@ -31,10 +31,13 @@ def resolve_inputs(cfg: DictConfig) -> tuple[Path, EvalConfig]:
     """The model folder and the eval settings, with demo-suite paths filled in for data=demo.
     Only the groups this needs are checked: a model folder is scored without a training stream."""
     folder = cfg.get("model_folder") or cfg.model.get("checkpoint")
+    if folder and not Path(str(folder)).is_dir():  # before the demo suite is built (minutes)
+        raise UserError(f"{folder}: model folder not found; pass a Hugging Face GPT-NeoX folder "
+                        "(config.json, model.safetensors, tokenizer.json)")
     if cfg.data.get("demo") is not None:
         from debias.demo import build_demo_suite
 
-        config = to_run_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "model_folder"]))
+        config = to_run_config(cfg, drop=("hydra", "model_folder"))
         suite = build_demo_suite(config.demo, config.cache_dir)
         return Path(str(folder or suite.checkpoint(suite.checkpoint_steps[-1]))), suite.eval_config(config.eval)
     if not folder:
