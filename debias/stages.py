@@ -15,11 +15,12 @@ the 21% window serves the 7% runs (a cache query for a finished pass that covers
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from debias.cache import Cache, Entry
 from debias.config import EvalConfig, RunConfig, as_dict
@@ -70,6 +71,8 @@ def eval_file_checksums(eval_config: EvalConfig) -> dict:
 
 
 def prepare(config: RunConfig, cache: Cache) -> Prepared:
+    from debias.evaluate.suite import check_inputs  # benchmark files read before any heavy work
+
     check_devices(config)
     iv, eval_config = config.intervention, config.eval
     if config.demo is not None:  # the embedded miniature Pythia suite
@@ -80,10 +83,12 @@ def prepare(config: RunConfig, cache: Cache) -> Prepared:
         window = Window.from_config(geometry, iv.ratio, iv.start_step)
         checkpoint, stream, tokenizer = suite.checkpoint(window.start_step), str(suite.stream), str(suite.tokenizer)
         eval_config = suite.eval_config(eval_config)
+        check_inputs(eval_config)
         source = f"demo suite {suite.key}"
     else:
         from debias.model import resolve_checkpoint
 
+        check_inputs(eval_config)
         geometry = config.data.geometry.to_geometry()
         window = Window.from_config(geometry, iv.ratio, iv.start_step)
         source = config.model.checkpoint or config.model.hub_repo
@@ -158,6 +163,17 @@ def rewrite(config: RunConfig, prepared: Prepared, cache: Cache):
 
 # ---- train --------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def naming_arm(arm: str) -> Iterator[None]:
+    """A one-line error from an arm's training or evaluation (a NaN loss, a non-finite score naming
+    its benchmark and item, a bad file) also names the arm it stopped."""
+    try:
+        yield
+    except UserError as err:
+        err.args = (f"{arm} arm: {err}",)  # same exception, same type: only the message gains the arm
+        raise
+
+
 def arm_rows(prepared: Prepared, rewritten) -> dict[str, tuple[str, int, Any]]:
     """For each trained arm: (stream, row of the window's first row in it, identity of the rows)."""
     from debias.report.assemble import split_volatile
@@ -181,7 +197,8 @@ def train_arm(config: RunConfig, prepared: Prepared, cache: Cache, arm: str, str
                               init_step=window.start_step, tokenizer=prepared.tokenizer,
                               gelu=config.model.architecture.gelu)
     def build(folder: Path) -> None:  # a killed build resumes from the trainer's own checkpoints in folder
-        launch_training(job, config.trainer, folder)
+        with naming_arm(arm):
+            launch_training(job, config.trainer, folder)
 
     key = {"job": job.to_dict(), "rows": rows_identity, "trainer": config.trainer.result_key()}
     return cache.get_or_build("train", key, build, label=f"train {arm} steps {window.start_step}..{window.end_step}")
@@ -196,7 +213,8 @@ def evaluate_arm(prepared: Prepared, cache: Cache, model_folder: Path, model_ide
     from debias.evaluate import evaluate_model
 
     def build(folder: Path) -> None:
-        metrics, items = evaluate_model(model_folder, prepared.eval_config)
+        with naming_arm(label or str(model_folder)):
+            metrics, items = evaluate_model(model_folder, prepared.eval_config)
         write_json_atomic(folder / "items.json", items)
         write_json_atomic(folder / "metrics.json", metrics)
 
