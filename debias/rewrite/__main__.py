@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import tempfile
 from pathlib import Path
 
 from debias.errors import ArgumentParser, UserError, exit_on_user_error
@@ -110,8 +110,12 @@ def run_verify(argv: list[str]) -> None:
         raise UserError(f"--tagger {args.tagger}: use one of {', '.join(TAGGER_CHOICES)}")
     if args.json:
         folder = Path(args.json).resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UserError(f"--json {args.json}: cannot write into {folder} (choose a writable folder)")
+        try:  # a real file: os.access answers yes to root even where the write then fails
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".verify-json-"):
+                pass
+        except OSError as err:
+            raise UserError(f"--json {args.json}: cannot write into {folder} ({err.strerror}; choose a writable "
+                            f"folder)") from None
     problems = verify_pass(args.out, progress=not args.quiet)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
