@@ -30,6 +30,7 @@ import pytest
 from debias.cache import Entry
 from debias.demo.build import DemoSuite
 from debias.io import default_file_mode, sha256_file
+from debias.stream.mmidx import HEADER
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +51,11 @@ TINY = [*GEOMETRY, *ARCHITECTURE, "data.demo.heldout_rows=16", "data.demo.tokeni
 START_STEP = 93
 
 
-def environment(**extra: str) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
+def environment() -> dict:
+    """This checkout's code, offline, and no cache folder inherited from the caller's shell: a run
+    without cache_dir uses .cache/debias in its own working folder."""
+    env = {k: v for k, v in os.environ.items() if k != "DEBIAS_CACHE_DIR"}
+    return {**env, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def intervene(*args: str, cwd: Path, cache: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -440,7 +444,7 @@ class Row:
 
 
 def pipeline(*overrides: str, cache: Optional[Path] = None) -> list[str]:
-    """intervene.py on the tiny demo; `cache` None: the row's own (never created) cache."""
+    """intervene.py on the tiny demo; `cache` None: .cache/debias in the row's folder (must stay empty)."""
     return [INTERVENE, *TINY, *([f"cache_dir={cache}"] if cache else []), *overrides]
 
 
@@ -454,11 +458,8 @@ def patch(path: Path, offset: int, new: bytes) -> None:
     path.write_bytes(bytes(data))
 
 
-INDEX_HEADER = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, rows, documents
-
-
 def rows_in(prefix: Path) -> int:
-    return struct.unpack("<Q", prefix.with_suffix(".idx").read_bytes()[18:26])[0]
+    return HEADER.unpack(prefix.with_suffix(".idx").read_bytes()[: HEADER.size])[3]
 
 
 def crows_short_row(inp: Inputs) -> Path:
@@ -668,13 +669,13 @@ LAMBADA_INT = '{"text": "a b c"}\n{"text": 5}\n'
 
 def negative_size(inp: Inputs) -> Path:
     prefix = inp.stream_copy("negative_size")
-    patch(prefix.with_suffix(".idx"), INDEX_HEADER + 4 * 3, struct.pack("<i", -5))
+    patch(prefix.with_suffix(".idx"), HEADER.size + 4 * 3, struct.pack("<i", -5))
     return prefix
 
 
 def pointer_out_of_range(inp: Inputs) -> Path:
     prefix = inp.stream_copy("pointer")
-    patch(prefix.with_suffix(".idx"), INDEX_HEADER + 4 * rows_in(prefix) + 8 * 5, struct.pack("<q", 10 ** 12))
+    patch(prefix.with_suffix(".idx"), HEADER.size + 4 * rows_in(prefix) + 8 * 5, struct.pack("<q", 10 ** 12))
     return prefix
 
 
