@@ -531,6 +531,8 @@ ROWS = [
     Row("new-ratio-0", lambda i, d: (pipeline("intervention.ratio=0"), ["intervention.ratio=0", "between 0 and 1"])),
     Row("new-fraction-1.5", lambda i, d: (pipeline("intervention.fraction=1.5"), ["intervention.fraction=1.5", "[0, 1]"])),
     Row("new-trainer-micro-batch-0", lambda i, d: (pipeline("trainer.micro_batch=0"), ["trainer.micro_batch=0", "positive integer"])),
+    Row("new-trainer-grad-clip-negative", lambda i, d: (pipeline("trainer.grad_clip=-1"),
+                                                        ["trainer.grad_clip=-1.0", "0 turns clipping off"])),
     Row("new-model-preset-typo", lambda i, d: (pipeline("model=pythia-70m-dedupd"),
                                                ["model=pythia-70m-dedupd: no preset", "pythia-70m-deduped"])),
     Row("new-sweep-with-an-unknown-direction", lambda i, d: (
@@ -562,6 +564,12 @@ ROWS = [
     Row("4-lambada-text-5", lambda i, d: (
         pipeline("eval.lambada.enabled=true", f"eval.lambada.path={lambada(i, 'int.jsonl', LAMBADA_INT)}",
                  cache=i.demo.cache), [f"{i.root}/inputs/lambada/int.jsonl:2", "not a string"])),
+    Row("new-manipulation-templates-empty", lambda i, d: (
+        pipeline("eval.manipulation.templates=[]", cache=i.demo.cache),
+        ["eval.manipulation.templates=[]: no templates", "null for the bundled ones"])),
+    Row("new-manipulation-template-without-a-pronoun", lambda i, d: (
+        pipeline('eval.manipulation.templates=["The cook left early."]', cache=i.demo.cache),
+        ["eval.manipulation.templates: 'The cook left early.' must hold exactly one of {subject}"])),
     # -- python -m debias.evaluate (all but the last two refused before the model loads) -----------------
     Row("4-evaluate-device-banana", lambda i, d: (module("debias.evaluate", "--model", i.model, "--device", "banana"),
                                                   ["eval.device=banana: not a device", "use auto, cpu"])),

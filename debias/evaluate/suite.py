@@ -22,7 +22,7 @@ from debias.evaluate.datafiles import ChecksumWarning, local_or_hub
 from debias.evaluate.device import resolve_device
 from debias.evaluate.heldout import TEXT_SUFFIXES
 from debias.evaluate.lambada import evaluate_lambada, load_lambada
-from debias.evaluate.manipulation import evaluate_manipulation
+from debias.evaluate.manipulation import evaluate_manipulation, fill
 from debias.evaluate.perplexity import evaluate_stream_perplexity, evaluate_text_perplexity
 from debias.evaluate.scorer import Scorer
 from debias.evaluate.winobias import evaluate_winobias, load_winobias
@@ -79,6 +79,13 @@ def check_inputs(eval_cfg: EvalConfig) -> None:
                 load_winobias(source, splits=tuple(cfg.winobias.splits), check_pinned=False)
         if cfg.lambada.enabled:
             load_lambada(_required(cfg.lambada, "path", "lambada"), cfg.lambada.limit, check_pinned=False)
+        templates = cfg.manipulation.templates
+        if cfg.manipulation.enabled and templates is not None:
+            if not templates:  # an empty list would silently mean the bundled templates
+                raise UserError("eval.manipulation.templates=[]: no templates; give at least one, null for the "
+                                "bundled ones, or set eval.manipulation.enabled=false")
+            for template in templates:
+                fill(template)
         text = cfg.perplexity.text
         if cfg.perplexity.enabled and not (cfg.perplexity.stream and cfg.perplexity.rows) and text:
             located = local_or_hub(text, "held-out text (eval.perplexity.text)", local_suffixes=TEXT_SUFFIXES)
