@@ -570,7 +570,7 @@ ROWS = [
     Row("new-manipulation-template-without-a-pronoun", lambda i, d: (
         pipeline('eval.manipulation.templates=["The cook left early."]', cache=i.demo.cache),
         ["eval.manipulation.templates: 'The cook left early.' must hold exactly one of {subject}"])),
-    # -- python -m debias.evaluate (all but the last two refused before the model loads) -----------------
+    # -- python -m debias.evaluate (every row refused before the model loads) ------------------------------
     Row("4-evaluate-device-banana", lambda i, d: (module("debias.evaluate", "--model", i.model, "--device", "banana"),
                                                   ["eval.device=banana: not a device", "use auto, cpu"])),
     Row("4-evaluate-out-unwritable", lambda i, d: (

@@ -55,6 +55,7 @@ def evaluate_model(model_folder: str | Path, eval_cfg: EvalConfig | None = None,
                    progress: bool = True) -> tuple[dict, dict]:
     """Run the configured benchmarks on one model folder -> (metrics, items)."""
     cfg = eval_cfg or EvalConfig()
+    check_inputs(cfg)  # a bad data file fails before the model loads (minutes for the largest)
     model, tokenizer, device = load_model(model_folder, cfg.device, cfg.dtype, cfg.gelu)
     scorer = Scorer(model, tokenizer, batch_size=cfg.batch_size, device=device, progress=progress)
     return evaluate_with_scorer(scorer, cfg, model_identity={
