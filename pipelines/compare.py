@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python pipelines/compare.py` from a checkout
 
 from debias.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
+from debias.io import check_writable  # noqa: E402
 from debias.report import compare_runs  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> Path:
     if out is None:
         out = (args.runs[0] / "comparison" if len(args.runs) == 1 and not (args.runs[0] / "report.json").exists()
                else Path("outputs/comparisons") / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    check_writable(out, f"--out {out}")
     markdown = compare_runs(args.runs, out)
     print(f"comparison: {markdown}")
     return markdown

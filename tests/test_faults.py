@@ -636,6 +636,10 @@ ROWS = [
     Row("new-rewrite-window-fraction-1.5", lambda i, d: (
         module("debias.rewrite", "window", "--source", i.suite.stream, "--out", d / "pass", "--tokenizer", i.suite.tokenizer,
                "--direction", "m2f", "--ratio", "0.07", "--fraction", "1.5"), ["fraction=1.5", "[0, 1]"])),
+    Row("new-rewrite-window-out-unwritable", lambda i, d: (
+        module("debias.rewrite", "window", "--source", i.suite.stream, "--out", f"{i.unwritable}/pass", "--tokenizer",
+               i.suite.tokenizer, "--direction", "m2f", "--start-step", "93", *SMALL_GEOMETRY_FLAGS),
+        [f"{i.unwritable}/pass: cannot write in {i.unwritable}", "choose a writable folder"]), needs_unwritable=True),
     # -- python -m debias.stream ------------------------------------------------------------------------
     Row("4-stream-show-negative-size", lambda i, d: (module("debias.stream", "show", negative_size(i), "--row", "0"),
                                                      ["negative_size/document.idx: row 3 has length -5", "download it again"])),
@@ -656,6 +660,10 @@ ROWS = [
     Row("new-stream-pack-seq-len-0", lambda i, d: (
         module("debias.stream", "pack", "--tokenizer", i.suite.tokenizer, "--seq-len", "0", i.suite.root / "corpus_sample.txt",
                d / "packed"), ["seq_len=0", "positive integer"])),
+    Row("new-stream-pack-output-unwritable", lambda i, d: (
+        module("debias.stream", "pack", "--tokenizer", i.suite.tokenizer, "--seq-len", "64",
+               i.suite.root / "corpus_sample.txt", f"{i.unwritable}/packed"),
+        [f"{i.unwritable}/packed: cannot write in", "choose a writable folder"]), needs_unwritable=True),
     # -- the other command lines ----------------------------------------------------------------------
     Row("new-cache-ls-no-cache", lambda i, d: (module("debias.cache", "--cache-dir", d / "none", "ls"),
                                                [f"{d}/none: no cache there", "--cache-dir"])),
@@ -666,6 +674,9 @@ ROWS = [
     Row("new-compare-missing-run", lambda i, d: ([str(ROOT / "pipelines" / "compare.py"), d / "no-run"],
                                                  ["no-run: no readable report.json"]),
         also_allowed="warning: "),  # debias.report.compare also warns about the folder it skips
+    Row("new-compare-out-is-a-file", lambda i, d: (
+        [str(ROOT / "pipelines" / "compare.py"), i.demo.report.parent, "--out", a_file(i)],
+        ["a_file: is a file, not a folder", "choose another output path"])),
     Row("new-evaluate-pipeline-missing-model-folder", lambda i, d: (
         [str(ROOT / "pipelines" / "evaluate.py"), *TINY, f"+model_folder={d / 'no-model'}", f"cache_dir={d / 'cache'}"],
         [f"{d}/no-model: model folder not found"])),
@@ -673,6 +684,15 @@ ROWS = [
 
 LAMBADA_OK = '{"text": "she said so to him"}\n'
 LAMBADA_INT = '{"text": "a b c"}\n{"text": 5}\n'
+
+
+SMALL_GEOMETRY_FLAGS = ["--batch-size", "8", "--row-length", "65", "--total-steps", "100", "--checkpoint-interval", "1"]
+
+
+def a_file(inp: Inputs) -> Path:
+    path = inp.folder("files") / "a_file"
+    path.write_text("not a folder\n")
+    return path
 
 
 def negative_size(inp: Inputs) -> Path:

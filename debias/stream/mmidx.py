@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from debias.errors import UserError
-from debias.io import atomic_output, sha256_file
+from debias.io import atomic_output, check_writable, sha256_file
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -334,6 +334,7 @@ class StreamWriter:
         self._data = None
 
     def __enter__(self) -> "StreamWriter":
+        check_writable(self.prefix.parent, str(self.prefix))  # before the caller's work (e.g. tokenizing a corpus), not after
         self._stack = contextlib.ExitStack()
         # The index is renamed into place last: a reader never sees a new index beside old data.
         self._tmp_idx = self._stack.enter_context(atomic_output(self.idx_path))
