@@ -30,6 +30,7 @@ import pytest
 from debias.cache import Entry
 from debias.demo.build import DemoSuite
 from debias.io import default_file_mode, sha256_file
+from debias.stream import IndexedStream
 from debias.stream.mmidx import HEADER
 
 pytestmark = pytest.mark.slow
@@ -162,10 +163,10 @@ def test_1_changed_token_ids_in_a_cached_rewrite_are_rebuilt_not_served(demo):
 def test_1_flipped_model_bytes_with_the_evaluation_removed_are_rebuilt(demo):
     """Bits flipped in a trained arm's model.safetensors and its evaluation deleted: the issue's
     run evaluated the damaged weights (pct_stereotype 0.000, perplexity nan, effects nan)."""
-    model = Path(demo.train_entry("treatment").folder) / "model" / "model.safetensors"
+    model = demo.train_entry("treatment").folder / "model" / "model.safetensors"
     data = bytearray(model.read_bytes())
     for offset in range(len(data) // 2, len(data) // 2 + 64, 4):
-        data[offset + 3] ^= 0x7F  # the exponent bits of 16 float32 weights: inf and nan among them
+        data[offset + 3] ^= 0x7F  # the exponent bits of 16 float32 weights: wildly wrong values
     model.write_bytes(bytes(data))
     shutil.rmtree(demo.eval_entry("treatment").folder)
 
@@ -178,18 +179,22 @@ def test_1_flipped_model_bytes_with_the_evaluation_removed_are_rebuilt(demo):
     assert comparable(report_of(result), demo.cache) == comparable(demo.report, demo.cache)
 
 
+def nan_weight(safetensors_file: Path) -> None:
+    """One MLP weight set to NaN, the file otherwise intact."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(safetensors_file)
+    name = next(k for k in weights if "dense_h_to_4h.weight" in k)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, safetensors_file, metadata={"format": "pt"})
+
+
 def test_1_non_finite_weights_past_the_cache_check_stop_the_run_naming_arm_benchmark_and_item(demo):
     """Damage the manifest cannot see (a flipped byte between the sampled chunks of a multi-GB
     file, or a manifest rewritten to match): the evaluation's guard stops the run in one line
     naming the arm, the benchmark and the item, and no report is written."""
-    from safetensors.torch import load_file, save_file
-
     train = demo.train_entry("treatment")
-    model = train.folder / "model" / "model.safetensors"
-    weights = load_file(model)
-    name = next(k for k in weights if "dense_h_to_4h.weight" in k)
-    weights[name][0, 0] = float("nan")
-    save_file(weights, model, metadata={"format": "pt"})
+    nan_weight(train.folder / "model" / "model.safetensors")
     train.finish()  # the manifest now records the damaged file
     evaluation = demo.eval_entry("treatment")
     shutil.rmtree(evaluation.folder)
@@ -211,15 +216,9 @@ def test_1_non_finite_weights_past_the_cache_check_stop_the_run_naming_arm_bench
 def test_1_a_nan_loss_stops_the_run_naming_the_arm(demo, tmp_path):
     """A starting checkpoint with a NaN weight (a local copy of the suite's checkpoints, read as a
     real stream's): training stops at its first step with one line naming the arm."""
-    from safetensors.torch import load_file, save_file
-
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(demo.suite.checkpoint(START_STEP), checkpoints / f"step{START_STEP}")
-    model = checkpoints / f"step{START_STEP}" / "model.safetensors"
-    weights = load_file(model)
-    name = next(k for k in weights if "dense_h_to_4h.weight" in k)
-    weights[name][0, 0] = float("nan")
-    save_file(weights, model, metadata={"format": "pt"})
+    nan_weight(checkpoints / f"step{START_STEP}" / "model.safetensors")
     result = subprocess.run(
         [PYTHON, INTERVENE, *stream_run(demo.suite, f'"{checkpoints}/step{{step}}"'), f"cache_dir={tmp_path / 'cache'}"],
         cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=600)
@@ -282,17 +281,16 @@ def test_2_verify_refuses_a_flipped_byte_and_a_target_pronoun_replaced_by_anothe
         # A target pronoun replaced by another: a ' he' the pass made ' she' now reads ' her'.
         tokenizer = load_tokenizer(demo.suite.tokenizer)
         he, she, her = (tokenizer.token_to_id(tokenizer.encode(w).tokens[0]) for w in (" he", " she", " her"))
-        source = np.fromfile(demo.suite.stream.with_suffix(".bin"), dtype=np.uint16)
-        output = np.frombuffer(original, dtype=np.uint16).copy()
-        first_row = json.loads(manifest_text)["rows"][0]
-        before = source[first_row * 65: first_row * 65 + len(output)]
+        start, stop = json.loads(manifest_text)["rows"]
+        before = IndexedStream(demo.suite.stream).rows(start, stop).reshape(-1)
+        output = np.frombuffer(original, dtype=before.dtype).copy()
         swapped = np.flatnonzero((before == he) & (output == she))
         assert swapped.size, "the window holds no ' he' -> ' she' rewrite"
         output[swapped[0]] = her
         bin_path.write_bytes(output.tobytes())
         assert_verify_fails(demo.rewrite, "sha256")
         with_recorded_checksum()
-        assert_verify_fails(demo.rewrite, "m2f")
+        assert_verify_fails(demo.rewrite, "became ' her', not a m2f pronoun rewrite")
     finally:
         bin_path.write_bytes(original)
         manifest_path.write_text(manifest_text)
