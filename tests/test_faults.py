@@ -644,6 +644,8 @@ ROWS = [
     Row("4-stream-show-pointer-out-of-range", lambda i, d: (
         module("debias.stream", "show", pointer_out_of_range(i), "--row", "5"),
         ["pointer/document.idx: row 5 points to bytes 1,000,000,000,000", "outside the", "download it again"])),
+    Row("new-stream-info-pointer-out-of-range", lambda i, d: (
+        module("debias.stream", "info", pointer_out_of_range(i)), ["pointer/document.idx: row 5 points to bytes"])),
     Row("5-stream-bin-longer-than-its-index", lambda i, d: (module("debias.stream", "info", longer_bin(i)),
                                                             ["longer_bin/document.bin: holds", "100 trailing bytes"])),
     Row("new-stream-index-truncated", lambda i, d: (module("debias.stream", "show", truncated_index(i), "--row", "0"),

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "info":
-        info = describe_stream(IndexedStream(args.path), geometry_from(args))
+        stream = IndexedStream(args.path)
+        stream.check_index()  # info describes rows it never reads: check where they all point
+        info = describe_stream(stream, geometry_from(args))
         print(json.dumps(info, indent=2)) if args.json else print_info(info)
     elif args.command == "show":
         stream, geometry = IndexedStream(args.path), geometry_from(args)

@@ -195,16 +195,25 @@ class IndexedStream:
                             f"(its last row ends there); the data has {have - needed:,} trailing bytes or belongs "
                             f"to another index (copy or download both files again, or re-pack the stream)")
 
-    def _check_extent(self, first_row: int, pointers: np.ndarray, row_bytes: int) -> None:
-        """Rows from `first_row` start at `pointers` and span `row_bytes` each: every byte inside the
-        data, or one line naming the first row that points outside it (a corrupt index)."""
+    def _check_extent(self, first_row: int, pointers: np.ndarray, row_bytes: int | np.ndarray) -> None:
+        """Rows from `first_row` start at `pointers` and span `row_bytes` (each, or one value for
+        all): every byte inside the data, or one line naming the first row that points outside it."""
         total = int(self.file_starts[-1])
         outside = np.flatnonzero((pointers < 0) | (pointers > total - row_bytes))
         if outside.size:
             row, pointer = first_row + int(outside[0]), int(pointers[outside[0]])
-            raise UserError(f"{self.idx_path}: row {row:,} points to bytes {pointer:,}..{pointer + row_bytes:,}, "
-                            f"outside the {total:,} bytes of data; the index is corrupt or belongs to other "
-                            f"data (copy or download it again)")
+            end = pointer + int(np.broadcast_to(row_bytes, pointers.shape)[outside[0]])
+            raise UserError(f"{self.idx_path}: row {row:,} points to bytes {pointer:,}..{end:,}, outside the "
+                            f"{total:,} bytes of data; the index is corrupt or belongs to other data (copy or "
+                            f"download it again)")
+
+    def check_index(self, piece_rows: int = 1 << 22) -> None:
+        """Every row's byte range checked at once (rows are otherwise checked as they are read):
+        for tools that describe a stream without reading its rows (2 s for 146M rows on 2 cores)."""
+        for start in range(0, len(self), piece_rows):
+            stop = min(start + piece_rows, len(self))
+            self._check_extent(start, self.pointers[start:stop],
+                               self.sizes[start:stop].astype(np.int64) * self.dtype.itemsize)
 
     # -- sizes -----------------------------------------------------------------------------------
     def __len__(self) -> int:
