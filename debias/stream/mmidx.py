@@ -209,7 +209,7 @@ class IndexedStream:
 
     def check_index(self, piece_rows: int = 1 << 22) -> None:
         """Every row's byte range checked at once (rows are otherwise checked as they are read):
-        for tools that describe a stream without reading its rows (2 s for 146M rows on 2 cores)."""
+        for tools that describe a stream without reading its rows (0.17 s per 10M rows on 2 cores)."""
         for start in range(0, len(self), piece_rows):
             stop = min(start + piece_rows, len(self))
             self._check_extent(start, self.pointers[start:stop],
