@@ -65,9 +65,9 @@ def _optimizer_state(training: Mapping[str, Mapping]) -> dict | None:
     text = f"{_per_arm({arm: describe(s) for arm, s in states.items()})}."
     if any(s.get("treatment") != "imported" for s in states.values()):
         text += (" Pythia resumed its optimizer state; a fresh one makes the first updates of every arm differ from "
-                 "Pythia's own continuation. The control shares the treatment, so the paired effect is not driven by it, "
-                 "but its size may differ from a faithful continuation (trainer.optimizer_state=warmup, or a path to "
-                 "GPT-NeoX ZeRO shards of the window's first step).")
+                 "Pythia's own continuation. When every trained arm starts the same way, a paired effect between them "
+                 "does not come from it, but its size may differ from a faithful continuation "
+                 "(trainer.optimizer_state=warmup, or a path to GPT-NeoX ZeRO shards of the window's first step).")
     return _caveat("optimizer state", text, **{arm: dict(s) for arm, s in states.items()})
 
 

@@ -56,7 +56,7 @@ def full_sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], table
          [p_note(((report.get("config") or {}).get("eval") or {}).get("bootstrap_samples")), HOLM_NOTE],
          tables.paired_table(report)),
         (rewrite_title, tables.rewrite_lines(report), tables.forms_table(report)),
-        (f"{rewrite_title}: source pronouns left unchanged, by reason", [], tables.skips_table(report)),
+        (f"{rewrite_title}: pronoun forms left unchanged, by policy reason", [], tables.skips_table(report)),
         (f"{rewrite_title}: independent check", [], tables.check_table(report)),
         (f"{rewrite_title}: sample (changed words in [brackets])", [], tables.samples_table(report)),
         (TRAINING, ["tokens/s and wall time come from report.json's `timing`, the one part that differs between "
@@ -72,6 +72,8 @@ def render_markdown(report: Mapping[str, Any], figure_files: Mapping[str, str], 
     parts = [f"# {TITLE}", ""]
     parts += [f"- {line}" for line in tables.run_lines(report)]
     parts += ["", "## Headline", "", tables.primary_sentence(report), ""]
+    shift = tables.shift_sentence(report)
+    parts += [shift, ""] if shift else []
     headline = tables.headline_table(report)
     if headline:
         parts += [headline.markdown(), ""]
@@ -136,6 +138,8 @@ def _paragraphs(lines: list[str]) -> list[str]:
 def render_html(report: Mapping[str, Any], pngs: Mapping[str, bytes], notes: list[dict]) -> str:
     body = [f"<h1>{TITLE}</h1>", "<ul>", *[f"<li>{html.escape(line)}</li>" for line in tables.run_lines(report)], "</ul>"]
     body += ["<h2>Headline</h2>", f'<p class="primary">{html.escape(tables.primary_sentence(report))}</p>']
+    shift = tables.shift_sentence(report)
+    body += _paragraphs([shift]) if shift else []
     headline = tables.headline_table(report)
     if headline:
         body.append(headline.html())

@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from debias.evaluate import PRIMARY_METRIC, metric_declarations
+from debias.evaluate import PRIMARY_METRIC, Better, HeadlineRole, metric_declarations
 from debias.report.reading import (HEADLINE_ROLES, HOLM_NOTE, arm_metrics, arm_names, better_text, breakdown_metrics,
                                    comparison_label, declaration_or_none, declared_metrics, format_number, format_p,
-                                   interval, is_number, primary_comparison, read_metric, report_paired_results)
+                                   interval, is_number, p_note, primary_comparison, read_metric,
+                                   report_paired_results, split_comparison)
 
 MAX_SAMPLES = 10  # before/after snippets of the rewrite shown
 
@@ -79,9 +80,9 @@ def primary_result(report: Mapping[str, Any]):
 
 
 def primary_sentence(report: Mapping[str, Any]) -> str:
-    """The one pre-declared test, in a sentence (or why it is missing)."""
+    """The one pre-declared test, in a sentence, with which way it went (or why it is missing)."""
     declaration = declaration_or_none(PRIMARY_METRIC)
-    what = f"{PRIMARY_METRIC} ({declaration.description}; ideal {declaration.ideal:g})" if declaration else PRIMARY_METRIC
+    what = f"{PRIMARY_METRIC} ({declaration.description})" if declaration else PRIMARY_METRIC
     primary = primary_comparison(report)
     if primary is None:
         return (f"Primary metric, declared before the run: {what}. This report names no primary comparison, "
@@ -91,11 +92,46 @@ def primary_sentence(report: Mapping[str, Any]) -> str:
     if result is None:
         return (f"Primary test, declared before the run: {what}, {label}. Not measured in this run "
                 "(its benchmark was not evaluated, or its items were not shared by both arms).")
-    a, b = label.split(" - ", 1) if " - " in label else (label, "")
+    a, b = split_comparison(primary, arm_names(report))
     values = (f" ({b} {format_number(result.b)}, {a} {format_number(result.a)})"
               if result.a is not None and result.b is not None else "")
-    return (f"Primary test, declared before the run: {what}, {label} = {result.effect.cell(signed=True)}{values}, "
-            f"{result.test} p={format_p(result.p)}, Holm-adjusted p={format_p(result.p_holm)}, n={result.n}.")
+    sentence = (f"Primary test, declared before the run: {what}, {label} = {result.effect.cell(signed=True)}{values}, "
+                f"{result.test} p={format_p(result.p)}, Holm-adjusted p={format_p(result.p_holm)}, n={result.n}.")
+    return sentence + _direction(declaration, result, a, b)
+
+
+def _direction(declaration, result, a: str, b: str) -> str:
+    """Which way the primary effect went, in words, from its declaration and its interval."""
+    if declaration is None or result.a is None or result.b is None:
+        return ""
+    if declaration.better is Better.CLOSER_TO_IDEAL:
+        gap_a, gap_b = abs(result.a - declaration.ideal), abs(result.b - declaration.ideal)
+        moved = (f" {a} is {'closer to' if gap_a < gap_b else 'farther from'} the no-bias value "
+                 f"{declaration.ideal:g} than {b}")
+    elif declaration.better in (Better.HIGHER, Better.LOWER):
+        moved = f" {a} is {'higher' if result.a > result.b else 'lower'} than {b} ({declaration.better.value} is better)"
+    else:
+        return ""
+    ci = result.diff_ci95
+    sure = ("" if ci is None else "; the interval of the difference excludes 0" if ci[0] > 0 or ci[1] < 0
+            else "; the interval of the difference includes 0")
+    return f" Reading:{moved}{sure}."
+
+
+def shift_sentence(report: Mapping[str, Any]) -> str | None:
+    """The blanket shift in the primary comparison, beside the primary test (secondary tests)."""
+    primary = primary_comparison(report)
+    if primary is None:
+        return None
+    a, b = split_comparison(primary, arm_names(report))
+    results = report_paired_results(report)[primary]
+    cells = [f"{d.key} {r.cell()}" for d in metric_declarations(headline=HeadlineRole.BLANKET_SHIFT)
+             if (r := results.get(d.key))]
+    if not cells:
+        return None
+    return (f"Blanket shift, same comparison (secondary): {'; '.join(cells)}. A positive difference: {a} prefers the feminine form "
+            f"more than {b} does, over both stereotype groups alike; threshold metrics (stereotype_accuracy, "
+            "pct_stereotype) move with it, the association does not.")
 
 
 def headline_table(report: Mapping[str, Any]) -> Table:
@@ -118,7 +154,7 @@ def headline_table(report: Mapping[str, Any]) -> Table:
 
 
 def headline_notes(report: Mapping[str, Any]) -> list[str]:
-    """What the headline table's columns mean, and the size of each comparison's Holm family."""
+    """What the headline table's columns mean, the Holm families and the bootstrap p floor."""
     arms, primary = arm_names(report), primary_comparison(report)
     declared = f"{PRIMARY_METRIC}, {comparison_label(primary, arms)}" if primary else PRIMARY_METRIC
     notes = ["Cells: value [95% CI]. Paired: A - B on the items both arms were scored on, with the declared test's p. "
@@ -127,6 +163,9 @@ def headline_notes(report: Mapping[str, Any]) -> list[str]:
     families = [f"{comparison_label(c, arms)} {len(results)}" for c, results in report_paired_results(report).items() if results]
     if families:
         notes.append("Paired tests per Holm family: " + ", ".join(families) + ".")
+        resamples = ((report.get("config") or {}).get("eval") or {}).get("bootstrap_samples")
+        if resamples:
+            notes.append(p_note(resamples))
     return notes
 
 
