@@ -19,7 +19,7 @@ import pytest
 from debias.errors import UserError
 from debias.evaluate import BENCHMARKS, PRIMARY_METRIC, association_metrics, stats
 from debias.io import write_json_atomic
-from debias.report import assemble, caveats, compare_runs, write_run_report
+from debias.report import assemble, build_caveats, compare_runs, write_run_report
 from debias.report.reading import declared_metrics, format_p, read_metric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def test_rewrite_audit_is_a_table_of_forms_skips_and_ten_samples(written):
 
 def test_caveats_cite_the_reports_numbers_in_json_markdown_and_html(run_report, written):
     notes = json.loads((written / "report.json").read_text())["caveats"]
-    assert notes == caveats(run_report)
+    assert notes == build_caveats(run_report)
     by_topic = {note["topic"]: note["text"] for note in notes}
     assert list(by_topic) == ["optimizer state", "training precision", "GELU variant", "evaluation precision",
                               "rewrite policy skips", "rewrite check", "held-out perplexity source", "one run per arm"]
@@ -223,7 +223,7 @@ def test_caveats_follow_the_report_not_the_demo():
                                                           "checkpoint_step": 930, "adam_step": 930}
     report["training"]["treatment"]["precision"] = "fp16"
     report["training"]["treatment"]["loss_scale"] = {"final": {"scale": 2048.0, "skipped_steps": 3}}
-    by_topic = {note["topic"]: note["text"] for note in caveats(report)}
+    by_topic = {note["topic"]: note["text"] for note in build_caveats(report)}
     assert "treatment: Adam's moments imported from /ckpt/global_step930" in by_topic["optimizer state"]
     assert "control: a fresh AdamW" in by_topic["optimizer state"]
     assert "treatment: fp16 with dynamic loss scaling, as Pythia (3 overflowing steps skipped" in by_topic["training precision"]

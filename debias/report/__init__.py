@@ -39,15 +39,15 @@ is required; every other section is rendered when present and skipped when absen
 
 Derived by `write_run_report` and added to report.json: `headline` (the primary test and, per
 headline metric, each arm's value and each comparison's paired effect) and `caveats` ("Read this
-first": [{topic, text, values}], debias/report/caveats.py). Which numbers are metrics, which way is
+first": [{topic, text, values}], `build_caveats`). Which numbers are metrics, which way is
 better and which are headlines comes from `debias.evaluate.metric_declarations()`.
 """
 
 from debias.report import assemble
-from debias.report.caveats import caveats
+from debias.report.caveats import build_caveats
 from debias.report.comparison import compare_runs, load_report
 from debias.report.reading import Metric, PairedResult, declared_metrics, paired_results, read_metric
 from debias.report.run_report import write_run_report
 
-__all__ = ["Metric", "PairedResult", "assemble", "caveats", "compare_runs", "declared_metrics", "load_report",
-           "paired_results", "read_metric", "write_run_report"]
+__all__ = ["Metric", "PairedResult", "assemble", "build_caveats", "compare_runs", "declared_metrics",
+           "load_report", "paired_results", "read_metric", "write_run_report"]

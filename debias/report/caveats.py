@@ -1,6 +1,6 @@
 """"Read this first": what a reader must know before trusting the headline, built from the report.
 
-`caveats(report)` reads only what the report dict holds (training summaries, each arm's
+`build_caveats(report)` reads only what the report dict holds (training summaries, each arm's
 `model` section, the rewrite audit and its independent check, the held-out perplexity source, the
 evaluation settings) and returns `[{"topic", "text", "values"}]`: a sentence for people and the
 numbers it cites for tools. A topic whose inputs the report lacks (no training in a multi-model
@@ -17,7 +17,7 @@ PYTHIA_PRECISION = "fp16 with dynamic loss scaling"   # docs/facts.md, "The trai
 PYTHIA_GELU = "tanh"                                 # docs/facts.md, "Model architecture"
 
 
-def caveats(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+def build_caveats(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every caveat the report's contents support, in reading order."""
     training = {arm: s for arm, s in (report.get("training") or {}).items() if isinstance(s, Mapping)}
     models = {arm: report["arms"][arm].get("metrics", {}).get("model") for arm in arm_names(report)}

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from debias.io import atomic_output, write_json_atomic, write_text_atomic
 from debias.report import plots, tables
-from debias.report.caveats import caveats
+from debias.report.caveats import build_caveats
 from debias.report.reading import HOLM_NOTE, arm_metrics, arm_names, p_note
 
 TITLE = "debias run report"
@@ -175,7 +175,7 @@ def write_run_report(run_dir: str | Path, report: Mapping[str, Any]) -> Path:
         raise UserError(f"{run_dir}: the report holds no evaluated arm (report['arms'] is empty); nothing to report")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    notes = caveats(report)
+    notes = build_caveats(report)
     full = {**report, "headline": tables.headline_json(report), "caveats": notes}
     pngs = figures(report)
     figure_files = {}

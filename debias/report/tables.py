@@ -1,6 +1,6 @@
 """The tables of a run report, built once from the report dict and rendered as Markdown or HTML.
 
-Reading order (docs/architecture.md, "Reports"): the headline (the pre-declared primary test, then
+Reading order (docs/architecture.md, "debias.report"): the headline (the pre-declared primary test, then
 blanket shift, LM quality and the manipulation check, per arm and paired), then every declared
 metric, the breakdowns, every paired test, the rewrite audit and the training runs.
 """
@@ -129,7 +129,8 @@ def shift_sentence(report: Mapping[str, Any]) -> str | None:
              if (r := results.get(d.key))]
     if not cells:
         return None
-    return (f"Blanket shift, same comparison (secondary): {'; '.join(cells)}. A positive difference: {a} prefers the feminine form "
+    return (f"Blanket shift, same comparison (secondary): {'; '.join(cells)}. "
+            f"A positive difference: {a} prefers the feminine form "
             f"more than {b} does, over both stereotype groups alike; threshold metrics (stereotype_accuracy, "
             "pct_stereotype) move with it, the association does not.")
 
@@ -160,7 +161,8 @@ def headline_notes(report: Mapping[str, Any]) -> list[str]:
     notes = ["Cells: value [95% CI]. Paired: A - B on the items both arms were scored on, with the declared test's p. "
              + HOLM_NOTE,
              f"The primary metric ({declared}) was declared before the run; every other row is secondary."]
-    families = [f"{comparison_label(c, arms)} {len(results)}" for c, results in report_paired_results(report).items() if results]
+    families = [f"{comparison_label(c, arms)} {len(results)}"
+                for c, results in report_paired_results(report).items() if results]
     if families:
         notes.append("Paired tests per Holm family: " + ", ".join(families) + ".")
         resamples = ((report.get("config") or {}).get("eval") or {}).get("bootstrap_samples")
@@ -274,7 +276,8 @@ def rewrite_lines(report: Mapping[str, Any]) -> list[str]:
              + (f"; {audit['row_edge_rewrites']} at a row's first or last token" if audit.get("row_edge_rewrites") else "")]
     if audit.get("derived_from"):
         lines.append(f"rows served from a larger pass: {audit['derived_from']}")
-    settings = [f"{k}={manifest[k]}" for k in ("direction", "fraction", "resolver", "seed", "rewriter_version") if k in manifest]
+    settings = [f"{k}={manifest[k]}" for k in ("direction", "fraction", "resolver", "seed", "rewriter_version")
+                if k in manifest]
     if settings:
         lines.append("pass: " + ", ".join(settings))
     if isinstance(audit.get("decisions"), Mapping) and audit["decisions"]:
@@ -345,8 +348,9 @@ def check_table(report: Mapping[str, Any]) -> Table:
     table = Table(["measure", "value [95% CI]", "counts"])
     if not isinstance(check, Mapping):
         return table
-    for name, counts in (("precision", f"{check.get('correct_changes')} of {check.get('changed_words')} changed words correct"),
-                         ("residual_rate", f"{check.get('residual')} of {check.get('source_pronouns')} source pronouns left")):
+    rates = (("precision", f"{check.get('correct_changes')} of {check.get('changed_words')} changed words correct"),
+             ("residual_rate", f"{check.get('residual')} of {check.get('source_pronouns')} source pronouns left"))
+    for name, counts in rates:
         if check.get(name) is not None:
             ci = interval(check.get(f"{name}_ci95"))
             cell = format_number(check[name]) + (f" [{format_number(ci[0])}, {format_number(ci[1])}]" if ci else "")
