@@ -376,6 +376,7 @@ def sweep(tmp_path_factory):
 def test_comparison_leads_with_association_against_the_ratio(sweep):
     root, md_path = sweep
     markdown = md_path.read_text()
+    assert "= 0.0100 at these runs' 200 resamples" in markdown.split("## model")[0]
     lead = markdown.split("### Headline metrics per arm")[1].split("###")[0]
     header = next(line for line in lead.splitlines() if line.startswith("| arm"))
     assert header.startswith("| arm | ratio | winobias.association (primary) | crows_pairs.association | winobias.blanket_shift |")

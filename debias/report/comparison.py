@@ -23,7 +23,7 @@ from debias.evaluate import PRIMARY_METRIC, metric_declarations
 from debias.io import atomic_output, sha256_json, write_text_atomic
 from debias.report import plots
 from debias.report.reading import (ARM_ORDER, HEADLINE_ROLES, HOLM_NOTE, P_NOTE, Metric, PairedResult, arm_names,
-                                   breakdown_metrics, comparison_label, declared_metrics, format_p, paired_results,
+                                   breakdown_metrics, comparison_label, declared_metrics, format_p, p_note, paired_results,
                                    primary_comparison, split_comparison)
 from debias.report.run_report import html_image, html_page
 from debias.report.tables import html_table, markdown_table
@@ -224,21 +224,23 @@ def ratio_figures(arms: list[Arm]) -> dict[str, bytes]:
 
 # ---- entry point -----------------------------------------------------------------------------------
 
-def collect(run_dirs: Iterable[str | Path]) -> tuple[dict[tuple[str, str], list[Arm]], list[Path]]:
-    """Arms grouped by (model, data), de-duplicated by content key; and the runs that were read."""
+def collect(run_dirs: Iterable[str | Path]) -> tuple[dict[tuple[str, str], list[Arm]], list[Path], set]:
+    """Arms grouped by (model, data), de-duplicated by content key; the runs that were read; and
+    their numbers of bootstrap resamples (eval.bootstrap_samples)."""
     groups: dict[tuple[str, str], dict[str, Arm]] = {}
-    used = []
+    used, resamples = [], set()
     for run_dir in find_run_dirs(run_dirs):
         report = load_report(run_dir)
         if report is None:
             continue
         used.append(run_dir)
+        resamples.add(((report.get("config") or {}).get("eval") or {}).get("bootstrap_samples"))
         group = groups.setdefault(run_group(report), {})
         for key, arm in arms_of(run_dir, report):
             if key not in group or (arm.comparisons and not group[key].comparisons):
                 group[key] = arm
     ordered = {g: sorted(arms.values(), key=Arm.sort_key) for g, arms in sorted(groups.items())}
-    return ordered, used
+    return ordered, used, resamples
 
 
 def compare_runs(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
@@ -246,15 +248,16 @@ def compare_runs(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
     from debias.errors import UserError
 
     out_dir = Path(out_dir)
-    groups, used = collect(run_dirs)
+    groups, used, resamples = collect(run_dirs)
     if not groups:
         raise UserError(f"{', '.join(map(str, run_dirs)) or '(no folders)'}: no readable report.json "
                         "(pass run folders or a multirun folder of finished runs)")
     intro = (f"Runs: {len(used)}. Cells: value [95% CI]. Paired effects: A - B on the same items, from each run's "
              f"report, with the declared test's p and p_holm. The primary metric ({PRIMARY_METRIC}, each treatment "
              "against its control) was declared before the runs.")
-    md = ["# debias comparison", "", intro, "", HOLM_NOTE, "", P_NOTE, ""]
-    page = ["<h1>debias comparison</h1>", f"<p>{intro}</p>", f"<p>{HOLM_NOTE}</p>", f"<p>{P_NOTE}</p>"]
+    floor = p_note(resamples.pop(), "these runs'") if len(resamples) == 1 else P_NOTE  # the runs' own floor when they share it
+    md = ["# debias comparison", "", intro, "", HOLM_NOTE, "", floor, ""]
+    page = ["<h1>debias comparison</h1>", f"<p>{intro}</p>", f"<p>{HOLM_NOTE}</p>", f"<p>{floor}</p>"]
     if len(groups) > 1:
         notice = (f"These {len(used)} runs come from {len(groups)} different model/data combinations; "
                   "each table below holds one combination and nothing is compared across them.")
