@@ -160,11 +160,9 @@ def rewrite(config: RunConfig, prepared: Prepared, cache: Cache):
 
 def arm_rows(prepared: Prepared, rewritten) -> dict[str, tuple[str, int, Any]]:
     """For each trained arm: (stream, row of the window's first row in it, identity of the rows)."""
-    from debias.report.assemble import split_volatile
-
     arms = {"control": (prepared.stream, prepared.window.start_row, prepared.data["stream"])}
     if rewritten is not None:
-        arms["treatment"] = (str(rewritten.stream), rewritten.first_row, split_volatile(rewritten.manifest)[0])
+        arms["treatment"] = (str(rewritten.stream), rewritten.first_row, rewritten.manifest)
     return arms
 
 

@@ -63,8 +63,10 @@ def test_pipeline_runs_every_stage_and_reports(first_run):
     result, report_path = first_run
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == f"report: {report_path}" and report_path.is_file()
-    summary = lines[-6:-1]
-    assert [line.split(":")[0] for line in summary] == ["run", "rewrite", "training", "bias", "perplexity.perplexity"]
+    summary = lines[-8:-1]  # the headline effects first, the primary association leading
+    assert [line.split(" (")[0].split(":")[0] for line in summary] == [
+        "association", "blanket shift", "LM quality", "manipulation", "rewrite", "training", "run"]
+    assert summary[0].startswith("association (treatment - control): winobias.association ") and "p_holm=" in summary[0]
     report = json.loads(report_path.read_text())
     assert set(report["arms"]) == {"baseline", "control", "treatment"}
     for arm in report["arms"].values():
