@@ -268,3 +268,260 @@ def run(config: RunConfig, run_dir: Path) -> Path:
     comparisons = timed("compare", assemble.paired_comparisons, {arm: items for arm, (_, items) in evaluations.items()},
                         config.eval.bootstrap_samples, config.eval.seed)
     return report(config, prepared, rewritten, trained, models, evaluations, comparisons, run_dir, timing)
+
+
+# ---- evaluating named models (pipelines/evaluate.py) ---------------------------------------------
+# Models trained elsewhere (or released, such as Pythia's intervention models) get the pipeline's
+# evaluation, intervals and paired tests: each model is evaluated once through the cache, keyed by
+# what it is (a hub commit, or its files' hashes), and every model is compared with its reference.
+
+from debias.config import EvaluateModelsConfig, ModelSpec  # noqa: E402  (this section's settings)
+
+
+@dataclass
+class NamedModel:
+    """One model of an evaluate run, resolved to a local folder."""
+
+    spec: ModelSpec               # name, ref, reference, ... as the settings give them
+    folder: Path                  # Hugging Face folder (a hub snapshot in the Hugging Face cache, or local)
+    tokenizer: Path               # the tokenizer.json it is scored with
+    identity: dict                # keys its evaluation: hub repository, revision and commit, or its files' hashes
+    gelu: str                     # the activation it is evaluated with
+    gelu_source: str              # the setting or fact that decided it
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def comparison_pairs(specs: list[ModelSpec]) -> list[tuple[str, str]]:
+    """(model, reference) in the order the models were given; the first is the primary comparison."""
+    return [(spec.name, spec.reference) for spec in specs if spec.reference is not None]
+
+
+def check_eval_inputs(eval_config: EvalConfig) -> None:
+    """Every enabled benchmark names its data before any model is fetched or loaded."""
+    import torch
+
+    from debias.model.checkpoint_source import HUB_REPO
+
+    if str(eval_config.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"eval.device={eval_config.device}: no CUDA device is visible on this machine; "
+                        "use eval.device=cpu (or auto)")
+    for section in ("crows_pairs", "winobias", "lambada"):
+        settings = getattr(eval_config, section)
+        if not settings.enabled:
+            continue
+        if not settings.path:
+            raise UserError(f"eval.{section}.path is not set; give its data (eval=pythia reads ../shared/data or "
+                            f"$DEBIAS_SHARED_DATA) or set eval.{section}.enabled=false")
+        if not Path(settings.path).exists() and not HUB_REPO.match(str(settings.path)):
+            raise UserError(f"eval.{section}.path={settings.path}: no such file or folder; set DEBIAS_SHARED_DATA to "
+                            f"the folder holding the benchmark data, or eval.{section}.enabled=false")
+    perplexity = eval_config.perplexity
+    if perplexity.enabled and not (perplexity.text or (perplexity.stream and perplexity.rows)):
+        raise UserError("eval.perplexity: enabled without held-out data; set eval.perplexity.text=FILE (a .jsonl or "
+                        ".txt file, or a datasets name) or eval.perplexity.enabled=false")
+
+
+def _model_tokenizer(spec: ModelSpec, folder: Path, folders: dict[str, Path], fallback: str | None) -> Path:
+    """The tokenizer.json a model is scored with: its `tokenizer` setting (a file, or another model
+    of the run), else the folder's own, else the run's `tokenizer` setting."""
+    from debias.cache import warn
+    from debias.tokenizer import tokenizer_path
+
+    own = folder / "tokenizer.json"
+    if spec.tokenizer in folders:
+        chosen = folders[spec.tokenizer] / "tokenizer.json"
+        if not chosen.is_file():
+            raise UserError(f"{spec.setting}.tokenizer={spec.tokenizer}: that model's folder {folders[spec.tokenizer]} "
+                            "holds no tokenizer.json; give a tokenizer.json file instead")
+        if own.is_file() and sha256_file(own) != sha256_file(chosen):
+            warn(f"{spec.name}: scored with {spec.tokenizer}'s tokenizer.json, which differs from its own ({own})")
+        return chosen
+    if spec.tokenizer:
+        try:
+            return tokenizer_path(spec.tokenizer)
+        except UserError as err:
+            raise UserError(f"{spec.setting}.tokenizer: {err}") from None
+    if own.is_file():
+        return own
+    if fallback:
+        try:
+            return tokenizer_path(fallback)
+        except UserError as err:
+            raise UserError(f"tokenizer: {err}") from None
+    raise UserError(f"{spec.setting}: {folder} holds no tokenizer.json (a model folder from the hub holds one); "
+                    "for a local folder without one pass tokenizer=PATH/tokenizer.json, used for every model whose "
+                    "folder has none (Pythia: ../shared/data/tokenizers/gpt-neox-20b/tokenizer.json)")
+
+
+def resolve_named_models(config: EvaluateModelsConfig) -> list[NamedModel]:
+    """Each model of an evaluate run as a local folder with its tokenizer,
+    activation and identity. Hub revisions come from the Hugging Face cache; every one missing
+    while the hub is unreachable is named in one error line with its download command."""
+    from debias.model.checkpoint_source import folder_identity, resolve_model_refs, trained_gelu
+
+    specs = config.model_specs()
+    resolved = resolve_model_refs([(spec.setting, spec.ref) for spec in specs])
+    folders = {spec.name: ref.folder for spec, ref in zip(specs, resolved)}
+    models = []
+    for spec, ref in zip(specs, resolved):
+        tokenizer = _model_tokenizer(spec, ref.folder, folders, config.tokenizer)
+        if spec.gelu is not None:
+            gelu, why = spec.gelu, f"{spec.setting}.gelu"
+        elif config.eval.gelu is not None:
+            gelu, why = config.eval.gelu, "eval.gelu"
+        else:
+            gelu, why = trained_gelu(ref.folder, ref.hub)
+        models.append(NamedModel(spec, ref.folder, tokenizer, folder_identity(ref, tokenizer), gelu, why))
+    return models
+
+
+def models_plan(config: EvaluateModelsConfig) -> list[str]:
+    """What an evaluate run would do, read from the settings and the Hugging Face cache only:
+    each model with where it comes from, the comparisons, and the downloads still needed."""
+    from debias.model.checkpoint_source import (HubRevision, cached_revision, check_model_folder, parse_model_ref,
+                                                trained_gelu)
+
+    specs = config.model_specs()
+    pairs = comparison_pairs(specs)
+    lines = [f"plan: {len(specs)} models, {len(pairs)} paired comparisons; nothing is downloaded or evaluated"]
+    downloads = []
+    for spec in specs:
+        ref = parse_model_ref(spec.ref, spec.setting)
+        folder = ref if isinstance(ref, Path) else cached_revision(ref)
+        if isinstance(ref, HubRevision):
+            where = "in the Hugging Face cache" if folder is not None else "not cached"
+            if folder is None:
+                downloads.append(ref.download_command)
+        else:
+            check_model_folder(ref, spec.setting)
+            where = "local folder"
+        gelu = spec.gelu or config.eval.gelu
+        if gelu is None and (folder is not None or isinstance(ref, HubRevision)):
+            try:
+                gelu = trained_gelu(folder or Path(spec.ref), ref if isinstance(ref, HubRevision) else None)[0]
+            except UserError:
+                gelu = None
+        role = f"compared with {spec.reference}" if spec.reference else "reference"
+        lines.append(f"  {spec.name}: {spec.ref} ({where}; gelu {gelu or 'from config.json once fetched'}; {role})")
+    for number, (model, reference) in enumerate(pairs):
+        lines.append(f"  comparison {model}_vs_{reference}" + (" (primary)" if number == 0 else ""))
+    if downloads:
+        lines.append(f"to download ({len(downloads)}): " + "; ".join(downloads))
+    return lines
+
+
+def evaluate_named_model(cache: Cache, model: NamedModel, eval_config: EvalConfig,
+                         eval_files: dict) -> tuple[dict, dict]:
+    """(metrics, per-item values) of one named model, a cache entry keyed as evaluate_arm keys an
+    arm's: the model's identity, the eval settings (with its activation) and the data checksums."""
+    from debias.evaluate import evaluate_model
+
+    settings = replace(eval_config, gelu=model.gelu)
+
+    def build(folder: Path) -> None:
+        metrics, items = evaluate_model(model.folder, settings, tokenizer=model.tokenizer)
+        write_json_atomic(folder / "items.json", items)
+        write_json_atomic(folder / "metrics.json", metrics)
+
+    key = {"model": model.identity, "eval": asdict(settings), "eval_files": eval_files}
+    folder = cache.get_or_build("eval", key, build, label=f"evaluate {model.name}")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    # The entry may have been built from a byte-identical copy in another folder: name this one.
+    metrics["model"] = {**metrics.get("model", {}), "folder": str(model.folder)}
+    return metrics, json.loads((folder / "items.json").read_text())
+
+
+def comparison_lines(comparisons: dict) -> list[str]:
+    """The headline of each paired comparison for the terminal: the manipulation check first (did
+    the treatment reach the pronouns at all?), then association, blanket shift and LM quality, as
+    the metric declarations assign these roles."""
+    from debias.evaluate import HeadlineRole
+
+    order = [HeadlineRole.MANIPULATION, HeadlineRole.ASSOCIATION, HeadlineRole.BLANKET_SHIFT, HeadlineRole.LM_QUALITY]
+    lines = []
+    for name, comparison in comparisons.items():
+        versus = name.replace("_vs_", " - ")
+        for role in (r.value for r in order):
+            for bench, results in comparison.items():
+                for metric, r in results.items():
+                    if r.get("headline") == role:
+                        low, high = r["diff_ci95"]
+                        lines.append(f"{versus}: {bench}.{metric} {r['diff']:+.4f} [{low:+.4f}, {high:+.4f}] "
+                                     f"p={r['p']:.3g} ({role})")
+    return lines
+
+
+def models_report(config: EvaluateModelsConfig, models: list[NamedModel], evaluations: dict, comparisons: dict,
+                  eval_files: dict, timing: dict) -> dict:
+    """The report dict of an evaluate run: arms keyed by model name, comparisons against each
+    model's reference, `primary_comparison` the first of them; no training or rewrite sections."""
+    from debias.report.assemble import split_volatile
+
+    volatile: dict[str, Any] = dict(timing)
+    arms = {}
+    for model in models:
+        entry = {"key": sha256_json({"model": model.identity, "gelu": model.gelu})[:20], "model": model.spec.ref,
+                 "folder": str(model.folder), "identity": model.identity, "tokenizer": str(model.tokenizer),
+                 "gelu": model.gelu, "gelu_source": model.gelu_source, "reference": model.spec.reference,
+                 "metrics": evaluations[model.name][0]}
+        arms[model.name], moved = split_volatile(entry)
+        volatile.update({f"arms.{model.name}.{k}": v for k, v in moved.items()})
+    run: dict[str, Any] = {"kind": "models", "models": [m.name for m in models], "reference": models[0].name,
+                           "comparisons": list(comparisons)}
+    if config.audit is not None:
+        run["audit"] = {"releases": [r.name for r in config.audit.selected()], "revisions": config.audit.revisions,
+                        "steps": {r.name: config.audit.steps(r) for r in config.audit.selected()}}
+    return {
+        "run": run,
+        "config": as_dict(config),
+        "data": {"eval_files": eval_files, "checksum": sha256_json({"eval": eval_files})[:16]},
+        "arms": arms,
+        "comparisons": comparisons,
+        "primary_comparison": next(iter(comparisons), None),
+        "timing": volatile,
+    }
+
+
+def evaluate_models(config: EvaluateModelsConfig, run_dir: Path) -> Path:
+    """Evaluate the named models of an evaluate run and write report.{json,md,html}
+    (+ plots, config.yaml) in `run_dir`; returns the path of report.json. One model gives a report
+    without comparisons."""
+    from omegaconf import OmegaConf
+
+    from debias.evaluate import compare_items
+    from debias.report import write_run_report
+
+    cache = Cache(config.cache_dir)  # refused here, before any work, when it cannot be written
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    check_eval_inputs(config.eval)
+    timing: dict[str, float] = {}
+    tick = time.perf_counter()
+    models = resolve_named_models(config)
+    timing["resolve_seconds"] = round(time.perf_counter() - tick, 3)
+    eval_files = eval_file_checksums(config.eval)
+    evaluations = {}
+    for model in models:
+        tick = time.perf_counter()
+        evaluations[model.name] = evaluate_named_model(cache, model, config.eval, eval_files)
+        timing[f"evaluate_{model.name}_seconds"] = round(time.perf_counter() - tick, 3)
+    tick = time.perf_counter()
+    resamples, seed = config.eval.bootstrap_samples, config.eval.seed
+    comparisons = {f"{name}_vs_{reference}": compare_items(evaluations[name][1], evaluations[reference][1],
+                                                           n_resamples=resamples, seed=seed)
+                   for name, reference in comparison_pairs([m.spec for m in models])}
+    timing["compare_seconds"] = round(time.perf_counter() - tick, 3)
+    timing["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    report_dict = models_report(config, models, evaluations, comparisons, eval_files, timing)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(as_dict(config))))
+    path = write_run_report(run_dir, report_dict)
+    print(f"models: {', '.join(m.name for m in models)} (reference {models[0].name})")
+    for line in comparison_lines(comparisons):
+        print(line)
+    print(f"report: {path}")
+    return path
