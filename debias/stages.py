@@ -458,17 +458,11 @@ def models_report(config: EvaluateModelsConfig, models: list[NamedModel], evalua
                   eval_files: dict, timing: dict) -> dict:
     """The report dict of an evaluate run: arms keyed by model name, comparisons against each
     model's reference, `primary_comparison` the first of them; no training or rewrite sections."""
-    from debias.report.assemble import split_volatile
-
-    volatile: dict[str, Any] = dict(timing)
-    arms = {}
-    for model in models:
-        entry = {"key": sha256_json({"model": model.identity, "gelu": model.gelu})[:20], "model": model.spec.ref,
-                 "folder": str(model.folder), "identity": model.identity, "tokenizer": str(model.tokenizer),
-                 "gelu": model.gelu, "gelu_source": model.gelu_source, "reference": model.spec.reference,
-                 "metrics": evaluations[model.name][0]}
-        arms[model.name], moved = split_volatile(entry)
-        volatile.update({f"arms.{model.name}.{k}": v for k, v in moved.items()})
+    arms = {model.name: {"key": sha256_json({"model": model.identity, "gelu": model.gelu})[:20],
+                         "model": model.spec.ref, "folder": str(model.folder), "identity": model.identity,
+                         "tokenizer": str(model.tokenizer), "gelu": model.gelu, "gelu_source": model.gelu_source,
+                         "reference": model.spec.reference, "metrics": evaluations[model.name][0]}
+            for model in models}
     run: dict[str, Any] = {"kind": "models", "models": [m.name for m in models], "reference": models[0].name,
                            "comparisons": list(comparisons)}
     if config.audit is not None:
@@ -479,9 +473,10 @@ def models_report(config: EvaluateModelsConfig, models: list[NamedModel], evalua
         "config": as_dict(config),
         "data": {"eval_files": eval_files, "checksum": sha256_json({"eval": eval_files})[:16]},
         "arms": arms,
+        "arm_order": [m.name for m in models],
         "comparisons": comparisons,
         "primary_comparison": next(iter(comparisons), None),
-        "timing": volatile,
+        "timing": dict(timing),
     }
 
 

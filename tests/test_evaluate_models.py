@@ -179,7 +179,7 @@ def test_two_local_folders_give_a_report_with_paired_tests(models_run, models):
     # The terminal gets the manipulation check first.
     lines = [line for line in result.stdout.splitlines() if line.startswith("shifted - base:")]
     assert lines and "manipulation.feminine_preference" in lines[0]
-    assert "Paired comparisons" in (run_dir / "report.md").read_text()
+    assert "Every paired test" in (run_dir / "report.md").read_text()
 
 
 def test_the_manipulation_check_separates_the_shifted_model(models_run):
@@ -449,3 +449,4 @@ def test_compare_accepts_a_models_report_beside_a_pipeline_run(models_run, tmp_p
     markdown = compare_runs([models_dir, tmp_path / "pipeline_run"], tmp_path / "comparison")
     text = markdown.read_text()
     assert "shifted" in text and "treatment" in text and "Runs: 2" in text
+    assert "models (reference base)" in text  # the named-model run is its own group, labelled by its reference

@@ -103,8 +103,11 @@ def load_report(run_dir: Path) -> dict[str, Any] | None:
 
 def run_group(report: Mapping[str, Any]) -> tuple[str, str]:
     """(model, data) a run belongs to; only runs of the same group are compared with each other."""
-    model, data = report.get("model") or {}, report.get("data") or {}
-    model_name = str(model.get("name") or model.get("source") or "unknown model")
+    model, data, run = report.get("model") or {}, report.get("data") or {}, report.get("run") or {}
+    if run.get("kind") == "models":  # pipelines/evaluate.py: named models against a reference
+        model_name = f"models (reference {run.get('reference')})"
+    else:
+        model_name = str(model.get("name") or model.get("source") or "unknown model")
     data_id = data.get("checksum") or (sha256_json(data)[:12] if data else "unknown data")
     return model_name, str(data_id)
 

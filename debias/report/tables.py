@@ -57,10 +57,13 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 # ---- what ran ------------------------------------------------------------------------------------
 
 def run_lines(report: Mapping[str, Any]) -> list[str]:
-    """One line each for the intervention and the model (the top of both formats)."""
+    """One line each for what ran and the model (the top of both formats): an intervention run, or
+    named models compared with their reference (`run.kind == "models"`)."""
     run, model = report.get("run") or {}, report.get("model") or {}
     lines = []
-    if run:
+    if run.get("kind") == "models":
+        lines.append(f"models: {', '.join(run.get('models') or [])} (reference {run.get('reference')})")
+    elif run:
         lines.append("intervention: " + ", ".join(f"{k}={run[k]}" for k in sorted(run)
                                                   if not isinstance(run[k], (dict, list))))
     if model:
