@@ -436,7 +436,7 @@ def plan(config: RunConfig, run_dir: Path) -> Path:
     trainer.nproc_per_node x trainer.nnodes GPUs, one after the other, plus the evaluations
     (baseline, control, treatment) on one GPU each. Nothing cached is subtracted."""
     from debias.model import GPTNeoXConfig
-    from debias.train.plan import MEASURED, MEASURED_SOURCE, cost_plan, duration, measured_from_results, size_of
+    from debias.train.plan import MEASURED, MEASURED_SOURCE, cost_plan, measured_from_results, size_of
 
     geometry = config.data.geometry.to_geometry()
     iv, trainer = config.intervention, config.trainer
@@ -472,22 +472,36 @@ def plan(config: RunConfig, run_dir: Path) -> Path:
     lines = [
         f"plan: {config.model.name}, intervention {iv.direction}, steps {window.start_step}..{window.end_step} "
         f"({window.ratio:.1%} of {geometry.total_steps} steps); nothing trained, nothing cached",
-        f"  tokens per arm     {cost.tokens_per_arm / 1e9:,.2f}B ({window.num_rows:,} rows x {seq_len} predicted tokens)",
+        f"  tokens per arm     {count(cost.tokens_per_arm)} ({window.num_rows:,} rows x {seq_len} predicted tokens)",
         f"  GPUs               {gpus} x {device} (trainer.nproc_per_node={trainer.nproc_per_node} x "
         f"trainer.nnodes={trainer.nnodes}; {device_basis})",
         f"  tokens/s per GPU   {cost.tokens_per_s_per_gpu:,.0f}" + (f" ({cost.mfu:.1%} MFU)" if cost.mfu else "")
         + f", {basis}",
         f"  memory             " + (f"ZeRO-{cost.zero_stage}" if cost.zero_stage else "no ZeRO stage fits")
         + f", activation checkpointing {'on' if cost.activation_checkpointing else 'off'} (estimated)",
-        f"  per arm            {cost.gpu_hours_per_arm:,.1f} GPU-hours, wall {duration(cost.wall_hours_per_arm)}",
-        f"  evaluation         {evaluations} x {cost.eval_hours * 60:,.1f} GPU-minutes (one GPU each, estimated)",
+        f"  per arm            {gpu_hours_text(cost.gpu_hours_per_arm)}, wall {wall_text(cost.wall_hours_per_arm)}",
+        f"  evaluation         {evaluations} x {wall_text(cost.eval_hours)} on one GPU each (estimated)",
         f"  whole run          {arms} arm{'s' if arms > 1 else ''} + {evaluations} evaluations: "
-        f"{gpu_hours:,.1f} GPU-hours, wall {duration(wall_hours)} (the rewrite runs on CPUs: not counted)",
+        f"{gpu_hours_text(gpu_hours)}, wall {wall_text(wall_hours)} (the rewrite runs on CPUs: not counted)",
     ]
     print("\n".join(lines))
     path = write_json_atomic(run_dir / "plan.json", result)
     print(f"plan: {path}")
     return path
+
+
+def count(tokens: int) -> str:
+    return f"{tokens / 1e9:,.2f}B" if tokens >= 10**8 else f"{tokens:,}"
+
+
+def gpu_hours_text(hours: float) -> str:
+    return f"{hours:,.1f} GPU-hours" if hours >= 1 else f"{hours * 3600:,.1f} GPU-seconds"
+
+
+def wall_text(hours: float) -> str:
+    from debias.train.plan import duration
+
+    return duration(hours) if hours >= 1 else f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.1f} s"
 
 
 def plan_device(setting: Optional[str]) -> tuple[str, str]:
