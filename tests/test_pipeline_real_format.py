@@ -171,6 +171,14 @@ def test_optimizer_state_from_another_step_is_refused_before_training(world, tmp
                               f"step {START}; use the shards of step {START}, or optimizer_state=fresh")
     with pytest.raises(UserError, match="trainer.engine=deepspeed: not supported"):
         prepared(world, "long", f"trainer.optimizer_state={state}", "trainer=deepspeed")
+    # GPT-NeoX's own folder of ZeRO-1 shards: the step is read without loading a shard
+    shards = tmp_path / "global_step80"
+    shards.mkdir()
+    (shards / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"not read before the step is checked")
+    with pytest.raises(UserError, match=f"the shards are from step 80, the window starts at step {START}"):
+        prepared(world, "long", f"trainer.optimizer_state={shards}")
+    with pytest.raises(UserError, match="holds no ZeRO optimizer shards"):
+        prepared(world, "long", f"trainer.optimizer_state={tmp_path}")
 
 
 def test_the_trained_arms_key_holds_what_the_shards_are_not_where_they_lie(world, tmp_path, monkeypatch):
