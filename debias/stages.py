@@ -436,13 +436,18 @@ def plan(config: RunConfig, run_dir: Path) -> Path:
     trainer.nproc_per_node x trainer.nnodes GPUs, one after the other, plus the evaluations
     (baseline, control, treatment) on one GPU each. Nothing cached is subtracted."""
     from debias.model import GPTNeoXConfig
-    from debias.train.plan import MEASURED, MEASURED_SOURCE, cost_plan, measured_from_results, size_of
+    from debias.train.plan import MEASURED, MEASURED_SOURCE, cost_plan, measured_from_results, model_size, size_of
 
     geometry = config.data.geometry.to_geometry()
     iv, trainer = config.intervention, config.trainer
     window = Window.from_config(geometry, iv.ratio, iv.start_step)
     seq_len = geometry.row_length - 1
     size = size_of(config.model.name, GPTNeoXConfig.from_dict(asdict(config.model.architecture)), seq_len)
+    try:  # a preset's name with another architecture must not borrow the preset's measured figures
+        if model_size(config.model.name, seq_len) != size:
+            size = replace(size, name=f"{size.name} (architecture changed)")
+    except UserError:  # no preset of that name: nothing measured under it either
+        pass
     device, device_basis = plan_device(config.plan_device)
     figures = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu.json"
     measured, measured_source = MEASURED.get(device, {}), MEASURED_SOURCE
