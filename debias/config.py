@@ -315,7 +315,7 @@ class PerplexityConfig:
     text_field: str = "text"                  # the .jsonl / datasets field holding the text
     text_config: Optional[str] = None         # datasets config name
     text_split: str = "test"                  # datasets split
-    text_rows: int = 64                       # rows packed from the text
+    text_rows: int = 64                       # rows packed from the text (pipelines/intervene.py packs data.heldout_rows)
     row_length: Optional[int] = None          # tokens per packed row (None = the model's context + 1)
     # Score rows before the window start when no unseen rows or text exist: rows the checkpoint
     # trained on, labelled "seen by all arms" (a fair paired comparison, not held-out text)
