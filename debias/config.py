@@ -6,7 +6,7 @@
     intervention  InterventionConfig   conf/intervention/*.yaml
     trainer       TrainerConfig        conf/trainer/*.yaml     (debias.train.config)
     eval          EvalConfig           conf/eval/*.yaml
-    (root)        RunConfig            conf/config.yaml        seed, cache_dir, threads
+    (root)        RunConfig            conf/config.yaml        seed, cache_dir, threads, plan, plan_device
 
 Every default and every check of a setting lives here, once: the YAML presets only override, and
 constructing a dataclass validates it (`__post_init__`), so `to_run_config(cfg)` hands the library
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -28,6 +29,7 @@ from omegaconf import MISSING, OmegaConf
 from debias.cache import DEFAULT_DIR as DEFAULT_CACHE_DIR, ENV_VAR as CACHE_DIR_ENV
 from debias.errors import UserError
 from debias.model.gpt_neox import GPTNeoXConfig
+from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, TAGGER_CHOICES
 from debias.rewrite.lexicon import DIRECTIONS as REWRITE_DIRECTIONS
 from debias.rewrite.resolvers import RESOLVERS
 from debias.stream.geometry import Geometry
@@ -116,10 +118,9 @@ class StreamDataConfig(DataConfig):
     """A pre-tokenized Pythia stream read in place (conf/data/pile-*.yaml)."""
 
     hub_repo: Optional[str] = None            # the dataset `python -m debias.stream download` fetches
-    # Rows for held-out perplexity (Window.heldout_rows): the rows after the window's end, which no
-    # arm trains on; when the stream holds fewer, the rows just before its start, which every arm
-    # saw alike up to the checkpoint (a fair paired comparison, not unseen text). Used when
-    # eval.perplexity.enabled and eval.perplexity.stream is unset.
+    # Rows scored for held-out perplexity: the stream's rows after the window's end (no arm and no
+    # checkpoint saw them), else this many rows packed from eval.perplexity.text (see
+    # debias.evaluate.choose_heldout_source; the pipeline chooses when eval.perplexity.stream is unset).
     heldout_rows: int = 256
 
     def __post_init__(self) -> None:
@@ -233,6 +234,10 @@ class InterventionConfig:
     resolver: str = "rules"                   # ambiguous his/her: rules | spacy | learned
     workers: Optional[int] = None             # rewrite processes (None: all cores)
     block_rows: int = 4096                    # rows per block: the unit of parallel work and of resuming after a kill
+    # The independent check of the rewrite (debias.rewrite.checker, seeded by `seed`): rows are
+    # sampled until this many changed words are judged (9604 bounds a 95% interval to +-1%); 0 = off.
+    check_words: int = DEFAULT_SAMPLE_WORDS
+    check_tagger: str = "auto"                # auto (spaCy's tagger where installed) | spacy | none
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -248,6 +253,10 @@ class InterventionConfig:
         if self.workers is not None:
             _positive_int("intervention.workers", self.workers)
         _positive_int("intervention.block_rows", self.block_rows)
+        if isinstance(self.check_words, bool) or not isinstance(self.check_words, int) or self.check_words < 0:
+            raise UserError(f"intervention.check_words={self.check_words!r}: must be an integer >= 0 "
+                            f"(changed words the independent check judges; 0 = no check)")
+        _one_of("intervention.check_tagger", self.check_tagger, TAGGER_CHOICES)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -289,10 +298,13 @@ class LambadaConfig:
 
 @dataclass
 class PerplexityConfig:
-    """Held-out perplexity: stream rows [start, stop) when `stream` and `rows` are set (the pipeline
-    fills them from the data and the window; `rows_label` says where they lie), else held-out `text`
-    (a .jsonl with `text_field`, a plain-text file, or a datasets name with `text_config`/`text_split`)
-    packed with the model's tokenizer into up to `text_rows` rows of `row_length` tokens."""
+    """Held-out perplexity: stream rows [start, stop) when `stream` and `rows` are set, else held-out
+    `text` (a .jsonl with `text_field`, a plain-text file, or a datasets name with
+    `text_config`/`text_split`) packed with the model's tokenizer into up to `text_rows` rows of
+    `row_length` tokens. The intervention pipeline chooses for itself when `stream` is unset
+    (debias.stages.heldout_perplexity): the stream's rows after the window, else `text` packed with
+    the run's tokenizer into data.heldout_rows rows of the run's row length, else (only with
+    `allow_seen_rows`) rows the checkpoint trained on; `rows_label` says which (perplexity.source)."""
 
     enabled: bool = False
     stream: Optional[str] = None
@@ -303,8 +315,11 @@ class PerplexityConfig:
     text_field: str = "text"                  # the .jsonl / datasets field holding the text
     text_config: Optional[str] = None         # datasets config name
     text_split: str = "test"                  # datasets split
-    text_rows: int = 64                       # rows packed from the text
+    text_rows: int = 64                       # rows packed from the text (pipelines/intervene.py packs data.heldout_rows)
     row_length: Optional[int] = None          # tokens per packed row (None = the model's context + 1)
+    # Score rows before the window start when no unseen rows or text exist: rows the checkpoint
+    # trained on, labelled "seen by all arms" (a fair paired comparison, not held-out text)
+    allow_seen_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.rows is not None and not (len(self.rows) == 2 and 0 <= self.rows[0] < self.rows[1]):
@@ -371,10 +386,20 @@ class RunConfig:
     cache_dir: str = f"${{oc.env:{CACHE_DIR_ENV},{DEFAULT_CACHE_DIR}}}"
     # torch CPU threads per job (None = torch's default); sweeps set 1 so parallel jobs share the cores.
     threads: Optional[int] = None
+    # plan=true: print the run's cost (tokens per arm, tokens/s, GPU-hours, wall time; debias.train.plan)
+    # for trainer.nproc_per_node x trainer.nnodes GPUs of `plan_device`, then exit without training
+    plan: bool = False
+    plan_device: Optional[str] = None         # H200 | H100 | A100 (None: the visible GPU's kind, else H200)
 
     def __post_init__(self) -> None:
         if self.threads is not None:
             _positive_int("threads", self.threads)
+        if self.plan_device is not None:
+            from debias.train.plan import DEVICES
+
+            _one_of("plan_device", self.plan_device, tuple(DEVICES))
+        if self.trainer.imports_optimizer_state:  # one absolute path: for worker processes, the report, the key
+            self.trainer.optimizer_state = os.path.abspath(os.path.expanduser(str(self.trainer.optimizer_state)))
         if not isinstance(self.data, DemoDataConfig) and not (self.model.checkpoint or self.model.hub_repo):
             raise UserError(f"model={self.model.name}: neither model.hub_repo nor model.checkpoint is set; "
                             f"pass 'model.checkpoint=\"DIR/step{{step}}\"' (a local Hugging Face folder per step)")

@@ -271,7 +271,8 @@ def test_hydra_pipeline_writes_report(folders, probes, tmp_path):
         [sys.executable, "pipelines/evaluate.py", "eval=pythia", f"models=[{folders[0]}]",
          f"eval.crows_pairs.path={probes['crows']}", "eval.crows_pairs.bias_type=null",
          f"eval.winobias.path={probes['winobias']}", "eval.check_pinned=false", "eval.lambada.enabled=false",
-         "eval.bootstrap_samples=100", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
+         "eval.perplexity.enabled=false", "eval.bootstrap_samples=100", f"cache_dir={tmp_path / 'cache'}",
+         f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((run_dir / "report.json").read_text())
