@@ -23,6 +23,8 @@ help:
 	@echo "make intervene [ARGS='intervention=swap intervention.ratio=0.21']  run the pipeline (demo by default)"
 	@echo "make sweep [ARGS=...]                 Hydra multirun over ratios x directions, then compare"
 	@echo "make compare RUNS='dirA dirB ...'     one comparison table of any runs or a multirun folder"
+	@echo "make evaluate ARGS=\"'models={base:DIR_OR_HUB@REV,treated:...}'\"  evaluate named models, paired tests against the first"
+	@echo "make evaluate ARGS='audit=released plan=true'   what the audit of the released intervention models evaluates"
 	@echo "make test                             the test suite (fast + slow)"
 	@echo "make bench                            benchmarks; figures in benchmarks/results/"
 	@echo "make gpu-wheels                       wheels for benchmarks/gpu_check.sh --wheels on an offline GPU machine"
@@ -53,6 +55,11 @@ sweep: setup
 
 compare: setup
 	$(PY) pipelines/compare.py $(RUNS)
+
+# Named models (local Hugging Face folders or OWNER/NAME@REVISION) or the audit preset; the report
+# lands in outputs/runs/<time>_models. Quote a models={...} value inside ARGS: shells expand braces.
+evaluate: setup
+	$(PY) pipelines/evaluate.py $(ARGS)
 
 test: setup-test
 	$(PY) -m pytest -q $(ARGS)

@@ -124,6 +124,10 @@ def config_error_line(err: BaseException, argv: list[str]) -> str:
     if ambiguous:
         return (f"{ambiguous.group(1)}: several values; add --multirun to sweep over them, "
                 f"or quote the value to pass it as one string")
+    existing = re.match(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if existing:  # e.g. +plan=true: `+` adds a key the schema does not have; this one it has
+        given = next((a.lstrip("+") for a in argv if a.lstrip("+").startswith(f"{existing.group(1)}=")), None)
+        return f"+{existing.group(1)}: already a setting; write {given or existing.group(1) + '=VALUE'} without the +"
     cause = err.__cause__ if isinstance(err.__cause__, Exception) else None
     override = re.match(r"(?:Could not override|Could not append to config|Error merging override) '?([^'\s]+)'?", text)
     preset = re.match(r"In '([^']+)': (\w+) raised while composing config:\n(.*)", text, flags=re.S)

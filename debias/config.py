@@ -6,7 +6,7 @@
     intervention  InterventionConfig   conf/intervention/*.yaml
     trainer       TrainerConfig        conf/trainer/*.yaml     (debias.train.config)
     eval          EvalConfig           conf/eval/*.yaml
-    (root)        RunConfig            conf/config.yaml        seed, cache_dir, threads
+    (root)        RunConfig            conf/config.yaml        seed, cache_dir, threads, plan, plan_device
 
 Every default and every check of a setting lives here, once: the YAML presets only override, and
 constructing a dataclass validates it (`__post_init__`), so `to_run_config(cfg)` hands the library
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -28,6 +29,7 @@ from omegaconf import MISSING, OmegaConf
 from debias.cache import DEFAULT_DIR as DEFAULT_CACHE_DIR, ENV_VAR as CACHE_DIR_ENV
 from debias.errors import UserError
 from debias.model.gpt_neox import GPTNeoXConfig
+from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, TAGGER_CHOICES
 from debias.rewrite.lexicon import DIRECTIONS as REWRITE_DIRECTIONS
 from debias.rewrite.resolvers import RESOLVERS
 from debias.stream.geometry import Geometry
@@ -116,10 +118,9 @@ class StreamDataConfig(DataConfig):
     """A pre-tokenized Pythia stream read in place (conf/data/pile-*.yaml)."""
 
     hub_repo: Optional[str] = None            # the dataset `python -m debias.stream download` fetches
-    # Rows for held-out perplexity (Window.heldout_rows): the rows after the window's end, which no
-    # arm trains on; when the stream holds fewer, the rows just before its start, which every arm
-    # saw alike up to the checkpoint (a fair paired comparison, not unseen text). Used when
-    # eval.perplexity.enabled and eval.perplexity.stream is unset.
+    # Rows scored for held-out perplexity: the stream's rows after the window's end (no arm and no
+    # checkpoint saw them), else this many rows packed from eval.perplexity.text (see
+    # debias.evaluate.choose_heldout_source; the pipeline chooses when eval.perplexity.stream is unset).
     heldout_rows: int = 256
 
     def __post_init__(self) -> None:
@@ -233,6 +234,10 @@ class InterventionConfig:
     resolver: str = "rules"                   # ambiguous his/her: rules | spacy | learned
     workers: Optional[int] = None             # rewrite processes (None: all cores)
     block_rows: int = 4096                    # rows per block: the unit of parallel work and of resuming after a kill
+    # The independent check of the rewrite (debias.rewrite.checker, seeded by `seed`): rows are
+    # sampled until this many changed words are judged (9604 bounds a 95% interval to +-1%); 0 = off.
+    check_words: int = DEFAULT_SAMPLE_WORDS
+    check_tagger: str = "auto"                # auto (spaCy's tagger where installed) | spacy | none
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -248,6 +253,10 @@ class InterventionConfig:
         if self.workers is not None:
             _positive_int("intervention.workers", self.workers)
         _positive_int("intervention.block_rows", self.block_rows)
+        if isinstance(self.check_words, bool) or not isinstance(self.check_words, int) or self.check_words < 0:
+            raise UserError(f"intervention.check_words={self.check_words!r}: must be an integer >= 0 "
+                            f"(changed words the independent check judges; 0 = no check)")
+        _one_of("intervention.check_tagger", self.check_tagger, TAGGER_CHOICES)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -289,10 +298,13 @@ class LambadaConfig:
 
 @dataclass
 class PerplexityConfig:
-    """Held-out perplexity: stream rows [start, stop) when `stream` and `rows` are set (the pipeline
-    fills them from the data and the window; `rows_label` says where they lie), else held-out `text`
-    (a .jsonl with `text_field`, a plain-text file, or a datasets name with `text_config`/`text_split`)
-    packed with the model's tokenizer into up to `text_rows` rows of `row_length` tokens."""
+    """Held-out perplexity: stream rows [start, stop) when `stream` and `rows` are set, else held-out
+    `text` (a .jsonl with `text_field`, a plain-text file, or a datasets name with
+    `text_config`/`text_split`) packed with the model's tokenizer into up to `text_rows` rows of
+    `row_length` tokens. The intervention pipeline chooses for itself when `stream` is unset
+    (debias.stages.heldout_perplexity): the stream's rows after the window, else `text` packed with
+    the run's tokenizer into data.heldout_rows rows of the run's row length, else (only with
+    `allow_seen_rows`) rows the checkpoint trained on; `rows_label` says which (perplexity.source)."""
 
     enabled: bool = False
     stream: Optional[str] = None
@@ -303,8 +315,11 @@ class PerplexityConfig:
     text_field: str = "text"                  # the .jsonl / datasets field holding the text
     text_config: Optional[str] = None         # datasets config name
     text_split: str = "test"                  # datasets split
-    text_rows: int = 64                       # rows packed from the text
+    text_rows: int = 64                       # rows packed from the text (pipelines/intervene.py packs data.heldout_rows)
     row_length: Optional[int] = None          # tokens per packed row (None = the model's context + 1)
+    # Score rows before the window start when no unseen rows or text exist: rows the checkpoint
+    # trained on, labelled "seen by all arms" (a fair paired comparison, not held-out text)
+    allow_seen_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.rows is not None and not (len(self.rows) == 2 and 0 <= self.rows[0] < self.rows[1]):
@@ -371,10 +386,20 @@ class RunConfig:
     cache_dir: str = f"${{oc.env:{CACHE_DIR_ENV},{DEFAULT_CACHE_DIR}}}"
     # torch CPU threads per job (None = torch's default); sweeps set 1 so parallel jobs share the cores.
     threads: Optional[int] = None
+    # plan=true: print the run's cost (tokens per arm, tokens/s, GPU-hours, wall time; debias.train.plan)
+    # for trainer.nproc_per_node x trainer.nnodes GPUs of `plan_device`, then exit without training
+    plan: bool = False
+    plan_device: Optional[str] = None         # H200 | H100 | A100 (None: the visible GPU's kind, else H200)
 
     def __post_init__(self) -> None:
         if self.threads is not None:
             _positive_int("threads", self.threads)
+        if self.plan_device is not None:
+            from debias.train.plan import DEVICES
+
+            _one_of("plan_device", self.plan_device, tuple(DEVICES))
+        if self.trainer.imports_optimizer_state:  # one absolute path: for worker processes, the report, the key
+            self.trainer.optimizer_state = os.path.abspath(os.path.expanduser(str(self.trainer.optimizer_state)))
         if not isinstance(self.data, DemoDataConfig) and not (self.model.checkpoint or self.model.hub_repo):
             raise UserError(f"model={self.model.name}: neither model.hub_repo nor model.checkpoint is set; "
                             f"pass 'model.checkpoint=\"DIR/step{{step}}\"' (a local Hugging Face folder per step)")
@@ -435,16 +460,14 @@ def _refuse_unknown_keys(node: Any, path: str = "") -> None:
             _refuse_unknown_keys(node[key], f"{path}{key}.")
 
 
-def to_run_config(cfg: Any, drop: tuple[str, ...] = ("hydra",)) -> RunConfig:
-    """The composed conf/config.yaml as a checked RunConfig, without the keys in `drop` (Hydra's
-    own `hydra` node; an entry point's extra keys such as `+model_folder`)."""
-    if any(key in cfg for key in drop):
+def to_run_config(cfg: Any) -> RunConfig:
+    """The composed conf/config.yaml (without Hydra's own `hydra` node) as a checked RunConfig."""
+    if "hydra" in cfg:
         from omegaconf import open_dict
 
         cfg = cfg.copy()  # a copy keeps the schema type, which OmegaConf.masked_copy loses
         with open_dict(cfg):
-            for key in drop:
-                cfg.pop(key, None)
+            cfg.pop("hydra")
     return to_config(cfg, RunConfig)
 
 
@@ -480,3 +503,198 @@ def one_line(err: BaseException) -> str:
             continue
         keep.append(line)
     return " ".join(keep) or type(err).__name__
+
+
+# ---- evaluating named models (pipelines/evaluate.py, conf/evaluate.yaml) ------------------------
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.@+-]*$")
+MODEL_KEYS = ("name", "ref", "gelu", "tokenizer", "reference")
+MODELS_EXAMPLE = ("models={base:EleutherAI/pythia-70m-deduped@step143000,"
+                  "intervention:EleutherAI/pythia-intervention-70m-deduped@step143000}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One named model of an evaluate run, as the settings give it (`models` or the audit)."""
+
+    name: str                                 # its label in the report: arms[name], "<name>_vs_<reference>"
+    ref: str                                  # a local Hugging Face folder or OWNER/NAME@REVISION
+    gelu: Optional[str] = None                # tanh | exact | None (eval.gelu, else tanh for Pythia, else config.json)
+    tokenizer: Optional[str] = None           # a tokenizer.json, or the name of another model whose tokenizer to use
+    reference: Optional[str] = None           # the model it is compared against (None: none)
+    setting: str = ""                         # where it was given, for error lines
+
+
+def model_specs(models: Any, setting: str = "models") -> list[ModelSpec]:
+    """The `models` setting -> ModelSpecs in order. Accepted forms:
+    a mapping {name: ref} or {name: {ref, gelu, tokenizer, reference}}; a list of refs (each named
+    after its folder, or its hub name and revision) or of {name, ref, ...}. Every model but the
+    first is compared against the first unless it names its own `reference`."""
+    if models is None or models == {} or models == []:
+        raise UserError(f"{setting}: no models given; e.g. {MODELS_EXAMPLE} (the first is the reference), "
+                        "or audit=released")
+    if isinstance(models, str):
+        raise UserError(f"{setting}={models}: give a mapping or a list, e.g. {MODELS_EXAMPLE}")
+    if isinstance(models, dict):
+        entries = [(f"{setting}.{name}", {**(value if isinstance(value, dict) else {"ref": value}), "name": str(name)})
+                   for name, value in models.items()]
+    elif isinstance(models, (list, tuple)):
+        entries = [(f"{setting}[{i}]", dict(value) if isinstance(value, dict) else {"ref": value})
+                   for i, value in enumerate(models)]
+    else:
+        raise UserError(f"{setting}: a {type(models).__name__}; give a mapping or a list, e.g. {MODELS_EXAMPLE}")
+    specs = []
+    for where, entry in entries:
+        unknown = sorted(set(entry) - set(MODEL_KEYS))
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], MODEL_KEYS, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"keys: {', '.join(MODEL_KEYS)}"
+            raise UserError(f"{where}.{unknown[0]}: unknown setting; {hint}")
+        ref = entry.get("ref")
+        if not isinstance(ref, str) or not ref.strip():
+            raise UserError(f"{where}: no ref; give a local Hugging Face folder or OWNER/NAME@REVISION")
+        name = str(entry.get("name") or default_model_name(ref))
+        if entry.get("gelu") is not None:
+            _one_of(f"{where}.gelu", entry["gelu"], ("tanh", "exact"))
+        specs.append(ModelSpec(name=name, ref=ref.strip(), gelu=entry.get("gelu"), tokenizer=entry.get("tokenizer"),
+                               reference=entry.get("reference"), setting=where))
+    first = specs[0].name
+    specs = [spec if spec.reference is not None or spec.name == first else dataclasses.replace(spec, reference=first)
+             for spec in specs]
+    check_model_specs(specs, setting)
+    return specs
+
+
+def default_model_name(ref: str) -> str:
+    """`pythia-70m-deduped@step143000` for a hub reference, the folder's name for a local one."""
+    text = str(ref).rstrip("/")
+    if "@" in text and not text.startswith((".", "/", "~")):
+        repo, _, revision = text.partition("@")
+        return f"{repo.rsplit('/', 1)[-1]}@{revision}"
+    return text.rsplit("/", 1)[-1]
+
+
+def check_model_specs(specs: list[ModelSpec], setting: str = "models") -> None:
+    """Names usable as report labels, unique; each reference another model of the run."""
+    names = [spec.name for spec in specs]
+    for spec in specs:
+        if not MODEL_NAME.match(spec.name) or "_vs_" in spec.name:
+            raise UserError(f"{spec.setting}: name {spec.name!r} is not usable as a report label; use letters, "
+                            "digits and . _ - + @ (not '_vs_', which joins the names of a comparison)")
+        if names.count(spec.name) > 1:
+            raise UserError(f"{setting}: two models are named {spec.name!r}; give each its own name, e.g. "
+                            f"{MODELS_EXAMPLE}")
+        if spec.reference is not None and (spec.reference not in names or spec.reference == spec.name):
+            raise UserError(f"{spec.setting}.reference={spec.reference}: not another model of this run; "
+                            f"name one of {', '.join(n for n in names if n != spec.name)}")
+
+
+# The audit of the released Pythia intervention models (conf/audit/released.yaml).
+
+@dataclass
+class AuditReleaseConfig:
+    """One released intervention model and the baseline it continued."""
+
+    name: str = MISSING                       # e.g. 70m, long-1.4b
+    intervention: str = MISSING               # hub repository of the intervention model
+    baseline: str = MISSING                   # hub repository of the Pythia model it restarted from
+    start_step: int = MISSING                 # the checkpoint the intervention restarted from
+
+
+AUDIT_REVISIONS = ("final", "window")
+
+
+@dataclass
+class AuditConfig:
+    """Each release's intervention model against its baseline at the same revisions, compared in pairs."""
+
+    releases: list[AuditReleaseConfig] = field(default_factory=list)
+    only: Optional[list[str]] = None          # names of the releases to audit (None: all)
+    # final: step <end_step>; window: every <checkpoint_interval> steps after each release's start_step
+    # through end_step; or a list of steps, e.g. [133000, 143000]
+    revisions: Any = "final"
+    end_step: int = 143000
+    checkpoint_interval: int = 1000
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.releases]
+        if self.only is not None:
+            unknown = [str(n) for n in self.only if n not in names]
+            if unknown or not self.only:
+                problem = f"unknown {', '.join(unknown)}" if unknown else "empty"
+                raise UserError(f"audit.only={list(self.only)}: {problem}; choose from {', '.join(names)}")
+        revisions = self.revisions
+        if isinstance(revisions, str):
+            _one_of("audit.revisions", revisions, AUDIT_REVISIONS)
+        elif isinstance(revisions, (list, tuple)) and revisions and all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in revisions):
+            pass
+        else:
+            raise UserError(f"audit.revisions={revisions!r}: use final, window or a list of steps such as "
+                            "[133000,143000]")
+        _positive_int("audit.checkpoint_interval", self.checkpoint_interval)
+
+    def selected(self) -> list[AuditReleaseConfig]:
+        return [r for r in self.releases if self.only is None or r.name in self.only]
+
+    def steps(self, release: AuditReleaseConfig) -> list[int]:
+        if self.revisions == "final":
+            return [self.end_step]
+        if self.revisions == "window":  # the checkpoints the intervention run wrote after its restart
+            interval = self.checkpoint_interval
+            return list(range(release.start_step + interval, self.end_step + 1, interval))
+        return sorted(set(self.revisions))
+
+    def model_specs(self) -> list[ModelSpec]:
+        """Per release and step: the baseline, then the intervention model compared against it and
+        scored with the baseline's tokenizer.json (the same token ids for both). A baseline that two
+        releases share (1.4b and long-1.4b) is evaluated once."""
+        specs: dict[str, ModelSpec] = {}
+        for release in self.selected():
+            for step in self.steps(release):
+                baseline = f"{release.baseline}@step{step}"
+                base_name = default_model_name(baseline)
+                specs.setdefault(base_name, ModelSpec(base_name, baseline, setting=f"audit ({release.name})"))
+                ref = f"{release.intervention}@step{step}"
+                name = default_model_name(ref)
+                specs[name] = ModelSpec(name, ref, tokenizer=base_name, reference=base_name,
+                                        setting=f"audit ({release.name})")
+        if not specs:
+            raise UserError("audit: no releases selected; check audit.only and audit.releases")
+        ordered = list(specs.values())
+        check_model_specs(ordered, "audit")
+        return ordered
+
+
+@dataclass
+class EvaluateModelsConfig:
+    """The root of conf/evaluate.yaml (pipelines/evaluate.py): named models, or the audit, scored
+    with the `eval` group and compared in pairs."""
+
+    models: Any = None                        # {name: ref, ...} or [ref, ...] (model_specs()); the first is the reference
+    audit: Optional[AuditConfig] = None       # audit=released: the released intervention models (instead of models)
+    tokenizer: Optional[str] = None           # tokenizer.json for every model whose folder holds none
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    plan: bool = False                        # list what would be evaluated (cached or to download), then stop
+    cache_dir: str = f"${{oc.env:{CACHE_DIR_ENV},{DEFAULT_CACHE_DIR}}}"
+    threads: Optional[int] = None             # torch CPU threads (None = torch's default)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        if self.models not in (None, {}, []) and self.audit is not None:
+            raise UserError("models and audit: both set; evaluate your own models (models=...) or audit the released "
+                            "ones (audit=released), not both in one run")
+        self.model_specs()  # every naming mistake now, before anything is resolved
+
+    def model_specs(self) -> list[ModelSpec]:
+        return self.audit.model_specs() if self.audit is not None else model_specs(self.models)
+
+
+def register_evaluate_configs() -> None:
+    """The schema conf/evaluate.yaml names, before Hydra composes it (the audit presets merge into
+    its `audit: AuditConfig`)."""
+    from hydra.core.config_store import ConfigStore
+
+    register_configs()
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateModelsConfig)

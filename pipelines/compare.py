@@ -1,10 +1,11 @@
 """Compare finished runs:  python pipelines/compare.py RUN_OR_MULTIRUN_DIR... [--out DIR]
 
-Writes one table of every arm x metric with 95% intervals (comparison.md, .html, .csv), the
-paired tests of each treatment against its control and the baseline, and each bias metric
-plotted against the intervention ratio. Folders without a readable report.json are named in a
-warning and skipped. The last line printed is `comparison: <path to comparison.md>`.
-"""
+Writes comparison.md, .html and .csv: first the headline metrics of every arm (association, blanket
+shift, LM quality, manipulation check: value [95% CI]) against the intervention ratio and each
+treatment's paired effects against its control (difference [95% CI], p, p_holm), read from the
+metric declarations; then the plots against the ratio, every metric and every paired test.
+Folders without a readable report.json are named in a warning and skipped. The last line printed
+is `comparison: <path to comparison.md>`."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEBIAS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
@@ -31,3 +32,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"{SHARED_DATA} not found: real data lives in ../shared/data")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two shared cores: one intra-op thread is ~10x faster for tiny models than two contending."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

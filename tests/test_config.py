@@ -143,11 +143,31 @@ def test_presets_only_override_existing_settings_with_new_values(group, preset):
 
 
 def test_the_root_config_sets_only_defaults_and_hydra():
-    """seed, cache_dir and threads have their defaults in RunConfig, not in conf/config.yaml."""
+    """seed, cache_dir, threads and plan have their defaults in RunConfig, not in conf/config.yaml."""
     raw = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
     assert set(raw) == {"defaults", "hydra"} and raw["defaults"][0] == "debias_schema"
     defaults = RunConfig.__dataclass_fields__
     assert defaults["seed"].default == 1234 and defaults["threads"].default is None
+    assert defaults["plan"].default is False and defaults["plan_device"].default is None
+
+
+def test_new_settings_have_one_default_each_and_reach_the_typed_config():
+    """The settings the held-out source, the rewrite check and the plan added: a default in the
+    schema, none repeated in a preset; perplexity is on for every run through eval=pythia."""
+    from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS
+
+    config = to_run_config(composed())
+    assert (config.intervention.check_words, config.intervention.check_tagger) == (DEFAULT_SAMPLE_WORDS, "auto") == (9604, "auto")
+    assert config.eval.perplexity.enabled is True and config.eval.perplexity.allow_seen_rows is False
+    assert (config.plan, config.plan_device) == (False, None)
+    assert StreamDataConfig.__dataclass_fields__["heldout_rows"].default == 256
+    changed = to_run_config(composed("intervention.check_words=0", "intervention.check_tagger=none", "plan=true",
+                                     "plan_device=A100", "eval.perplexity.allow_seen_rows=true"))
+    assert (changed.intervention.check_words, changed.intervention.check_tagger) == (0, "none")
+    assert (changed.plan, changed.plan_device, changed.eval.perplexity.allow_seen_rows) == (True, "A100", True)
+    for preset in (CONF / "eval").glob("*.yaml"):  # no preset fills the source the pipeline chooses
+        text = preset.read_text()
+        assert "the pipeline fills these" not in text and "rows:" not in text and "stream:" not in text, preset
 
 
 def test_no_library_module_keeps_its_own_copy_of_eval_or_trainer_defaults():
@@ -209,6 +229,14 @@ def test_an_unknown_key_in_a_preset_file_is_refused_naming_the_file(tmp_path):
     (["data=pile-deduped"], "data.stream is required: the prefix of document.idx"),
     (["model.checkpoint=/ckpt/x/step{step}"], """quote the value inside the shell's quotes: 'model.checkpoint="/ckpt/x/step{step}"'"""),
     (["intervention=m2f,swap"], "several values; add --multirun"),
+    (["intervention.check_words=-1"], "intervention.check_words=-1: must be an integer >= 0"),
+    (["intervention.check_tagger=stanza"], "intervention.check_tagger='stanza': not one of auto, spacy, none"),
+    (["plan_device=B200"], "plan_device='B200': not one of H200, H100, A100"),
+    (["plan=maybe"], "plan=maybe: Value 'maybe' is not a valid bool"),
+    (["eval.perplexity.allow_seen_rows=sometimes"], "eval.perplexity.allow_seen_rows=sometimes: Value 'sometimes' is not a valid bool"),
+    (["+plan=true"], "+plan: already a setting; write plan=true without the +"),
+    (["eval.perplexity.allow_seen=true"], "eval.perplexity.allow_seen: unknown setting; did you mean eval.perplexity.allow_seen_rows"),
+    (["intervention.check_word=5"], "intervention.check_word: unknown setting; did you mean intervention.check_words"),
 ])
 def test_bad_values_are_refused_with_one_line(overrides, expected):
     line = refusal(*overrides)

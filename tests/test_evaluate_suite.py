@@ -265,15 +265,17 @@ def test_command_line_bad_model_folder_exits_2(tmp_path):
 def test_hydra_pipeline_writes_report(folders, probes, tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "pipelines/evaluate.py", "eval=pythia", "data=pile-deduped",
-         f"+model_folder={folders[0]}", f"eval.crows_pairs.path={probes['crows']}",
-         "eval.crows_pairs.bias_type=null", f"eval.winobias.path={probes['winobias']}", "eval.check_pinned=false",
-         "eval.lambada.enabled=false", "eval.bootstrap_samples=100", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "pipelines/evaluate.py", "eval=pythia", f"models=[{folders[0]}]",
+         f"eval.crows_pairs.path={probes['crows']}", "eval.crows_pairs.bias_type=null",
+         f"eval.winobias.path={probes['winobias']}", "eval.check_pinned=false", "eval.lambada.enabled=false",
+         "eval.perplexity.enabled=false", "eval.bootstrap_samples=100", f"cache_dir={tmp_path / 'cache'}",
+         f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["crows_pairs"]["n"] == 40 and report["config"]["model_folder"] == str(folders[0])
-    assert "lambada" not in report and (run_dir / "items.json").is_file()
+    arm = report["arms"][folders[0].name]  # one model: its report, no comparisons (tests/test_evaluate_models.py)
+    assert arm["metrics"]["crows_pairs"]["n"] == 40 and arm["model"] == str(folders[0])
+    assert "lambada" not in arm["metrics"] and report["comparisons"] == {}
 
 
 def test_demo_eval_preset_leaves_paths_to_the_demo_suite():

@@ -63,8 +63,10 @@ def test_pipeline_runs_every_stage_and_reports(first_run):
     result, report_path = first_run
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == f"report: {report_path}" and report_path.is_file()
-    summary = lines[-6:-1]
-    assert [line.split(":")[0] for line in summary] == ["run", "rewrite", "training", "bias", "perplexity.perplexity"]
+    summary = lines[-8:-1]  # the headline effects first, the primary association leading
+    assert [line.split(" (")[0].split(":")[0] for line in summary] == [
+        "association", "blanket shift", "LM quality", "manipulation", "rewrite", "training", "run"]
+    assert summary[0].startswith("association (treatment - control): winobias.association ") and "p_holm=" in summary[0]
     report = json.loads(report_path.read_text())
     assert set(report["arms"]) == {"baseline", "control", "treatment"}
     for arm in report["arms"].values():
@@ -73,6 +75,11 @@ def test_pipeline_runs_every_stage_and_reports(first_run):
         assert "likelihood_diff" in crows and "winobias" in arm["metrics"]
     assert report["crows_pairs"] == report["arms"]["treatment"]["metrics"]["crows_pairs"]  # headline arm
     assert report["rewrite"]["audit"]["changed_tokens"] > 0
+    check = report["rewrite"]["independent_check"]  # the independent checker, on the window's rows
+    assert check["changed_words"] > 0 and check["sample_rows"] == 7 * 8 and 0.9 <= check["precision"] <= 1
+    assert report["perplexity"]["source"] == ("stream rows 800..816 after the window end (seen by no arm or "
+                                              "checkpoint); the demo suite's held-out rows, from a separately seeded corpus")
+    assert report["perplexity"]["tokens"] == 16 * 64
     assert report["training"]["treatment"]["steps"] == report["training"]["control"]["steps"] == 7
     paired = report["comparisons"]["treatment_vs_control"]["manipulation"]
     assert all(0 <= test["diff_p"] <= 1 for test in paired.values())
@@ -98,11 +105,12 @@ def test_same_configuration_twice_gives_the_same_report(first_run, workdir):
     try:
         recomputed = intervene(cwd=workdir, cache=cache)
         built = {"rewrite": len(list((cache / "rewrite").glob("*/manifest.json"))),
-                 **{kind: len(list((cache / kind).glob("*/.done"))) for kind in ("train", "eval")}}
+                 **{kind: len(list((cache / kind).glob("*/.done"))) for kind in ("rewrite_check", "train", "eval")}}
     finally:
         shutil.rmtree(cache)
         kept.rename(cache)
-    assert built == {"rewrite": 1, "train": 2, "eval": 3}  # rewritten, both arms retrained, all re-evaluated
+    # rewritten and checked again, both arms retrained, all re-evaluated
+    assert built == {"rewrite": 1, "rewrite_check": 1, "train": 2, "eval": 3}
     third = Path(recomputed.stdout.strip().splitlines()[-1].removeprefix("report: "))
     assert comparable(first, cache) == comparable(third, cache)
 

@@ -49,3 +49,41 @@ def test_benchmark_files_of_enabled_sections_are_checksummed(tmp_path):
     assert set(sums) == {"crows_pairs", "winobias"}
     (tmp_path / "wino" / "a.txt").write_text("1 The [nurse] said [he] would.")
     assert eval_file_checksums(config)["winobias"] != sums["winobias"]  # content, not names, keys the evaluation
+
+
+def test_the_check_tagger_setting_names_the_installed_pipeline_or_refuses_in_one_line(monkeypatch):
+    """auto = spaCy's pipeline where installed, else none; spacy without one installed is refused."""
+    import importlib.util
+
+    from debias.errors import UserError
+    from debias.rewrite.checker import TAGGER_MODELS
+    from debias.stages import installed_tagger
+
+    assert installed_tagger("none") is None
+    found = installed_tagger("auto")
+    assert found is None or found.split()[0] in TAGGER_MODELS  # "<package> <version>": the check's cache key
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert installed_tagger("auto") is None
+    try:
+        installed_tagger("spacy")
+    except UserError as err:
+        assert "\n" not in str(err) and str(err).startswith("intervention.check_tagger=spacy: none of spaCy's")
+    else:
+        raise AssertionError("check_tagger=spacy was accepted without spaCy")
+
+
+def test_the_report_carries_the_independent_check_under_rewrite(tmp_path, monkeypatch):
+    from debias import stages
+    from debias.config import InterventionConfig
+
+    written = {}
+    monkeypatch.setattr("debias.report.write_run_report", lambda run_dir, report: written.update(report) or run_dir / "report.json")
+    monkeypatch.setattr(assemble, "summary_lines", lambda report: [])
+    window = Window.from_start_step(Geometry(batch_size=4, row_length=9, total_steps=1000, checkpoint_interval=10), 930)
+    prepared = SimpleNamespace(window=window, model={}, data={})
+    rewritten = SimpleNamespace(audit={"changed_tokens": 3}, manifest={}, stream="s", first_row=0)
+    config = SimpleNamespace(intervention=InterventionConfig(direction="m2f"))
+    monkeypatch.setattr(stages, "as_dict", lambda config: {"intervention": {"direction": "m2f"}})
+    check = {"precision": 0.99, "precision_ci95": [0.98, 1.0]}
+    stages.report(config, prepared, rewritten, {}, {}, {}, {}, tmp_path, {}, rewrite_check=check)
+    assert written["rewrite"]["independent_check"] == check and written["rewrite"]["audit"] == {"changed_tokens": 3}

@@ -108,7 +108,7 @@ def misnumbered_shards(prefix):
 
 
 def shard_past_the_last(prefix):
-    paths = shard(prefix, [7])
+    shard(prefix, [7])
     (prefix.parent / "document-00002-of-00001.bin").write_bytes(b"\x00\x00")
     return "document-00002-of-00001.bin", "numbered past the last shard"
 

@@ -4,49 +4,29 @@ bad input. Tiny real GPT-NeoX models on small real MMIDIDX streams, CPU, one thr
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import train_fixtures
 from safetensors.torch import load_file
+from train_fixtures import BATCH, ROW, TINY, random_rows, write_stream
 
 from debias.errors import UserError
-from debias.model import GPTNeoX, GPTNeoXConfig
-from debias.stream import IndexedStream, StreamWriter
+from debias.model import GPTNeoX, GPTNeoXConfig, parameter_groups
+from debias.stream import IndexedStream
 from debias.train import TrainerConfig, TrainingDiverged, TrainJob, lr_at, run_training
 from debias.train.data import BatchLayout, WindowBatches
-from debias.model import parameter_groups
 from debias.train.optim import build_optimizer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
-                     max_position_embeddings=16)
-BATCH, ROW = 8, 17  # rows per step, tokens per row (16 predictions)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = TrainerConfig(micro_batch=4, progress=False, tensorboard=False)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster for tiny models than two contending."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def write_stream(prefix: Path, rows: np.ndarray) -> str:
-    with StreamWriter(prefix, np.uint16) as writer:
-        writer.append_rows(rows)
-    return str(prefix)
-
-
-def random_rows(num_rows: int, seed: int = 0, vocab: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, vocab, size=(num_rows, ROW)).astype(np.uint16)
 
 
 @pytest.fixture
@@ -55,9 +35,7 @@ def stream(tmp_path) -> str:
 
 
 def tiny_job(stream: str, **overrides) -> TrainJob:
-    values = dict(init=TINY, stream=stream, first_row=0, start_step=0, end_step=6, peak_lr=3e-3,
-                  batch_size=BATCH, row_length=ROW, total_steps=12, warmup_steps=2, seed=7)
-    return TrainJob(**{**values, **overrides})
+    return train_fixtures.tiny_job(stream, **{"end_step": 6, "total_steps": 12, "warmup_steps": 2, "seed": 7, **overrides})
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -391,7 +369,7 @@ def test_imported_optimizer_state_is_resumed_and_bad_files_are_refused(stream, t
     # continuing from the saved weights + imported Adam state reproduces the uninterrupted run exactly
     continued = run_training(tiny_job(stream, init=hf, init_step=3, start_step=3, first_row=3 * BATCH),
                              replace(FAST, optimizer_state=str(imported)), tmp_path / "cont")
-    whole = run_training(tiny_job(stream), FAST, tmp_path / "whole")
+    run_training(tiny_job(stream), FAST, tmp_path / "whole")
     assert continued["adam_state"] == "imported" and first["adam_state"] == "fresh"
     assert continued["optimizer_state"] == {"treatment": "imported", "source": str(imported), "checkpoint_step": 3,
                                             "adam_step": 3}

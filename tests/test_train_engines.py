@@ -19,19 +19,15 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fixtures import BATCH, random_rows, tiny_job, write_stream
 
 from debias.cache import file_records
 from debias.errors import UserError
-from debias.model import GPTNeoXConfig
-from debias.stream import StreamWriter
 from debias.train import TrainJob, launch_training
-from debias.train.resume import claim_run_dir, fingerprint, latest_checkpoint
 from debias.train.config import TrainerConfig
+from debias.train.resume import claim_run_dir, fingerprint, latest_checkpoint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
-                     max_position_embeddings=16)
-BATCH, ROW = 8, 17
 QUIET = TrainerConfig(progress=False, tensorboard=False)
 
 
@@ -49,16 +45,11 @@ def cpu_workers(monkeypatch):
 
 @pytest.fixture
 def stream(tmp_path) -> str:
-    rows = np.random.default_rng(3).integers(0, 64, size=(BATCH * 8, ROW)).astype(np.uint16)
-    with StreamWriter(tmp_path / "stream" / "document", np.uint16) as writer:
-        writer.append_rows(rows)
-    return str(tmp_path / "stream" / "document")
+    return write_stream(tmp_path / "stream" / "document", random_rows(BATCH * 8, seed=3))
 
 
 def job_for(stream: str, **overrides) -> TrainJob:
-    values = dict(init=TINY, stream=stream, first_row=0, start_step=0, end_step=5, peak_lr=3e-3,
-                  batch_size=BATCH, row_length=ROW, total_steps=10, warmup_steps=1, seed=11)
-    return TrainJob(**{**values, **overrides})
+    return tiny_job(stream, **{"end_step": 5, "total_steps": 10, "warmup_steps": 1, "seed": 11, **overrides})
 
 
 def losses(run_dir: Path, key: str = "loss") -> list[float]:

@@ -3,19 +3,18 @@ compile fallback, fp16 loss scaling, the step prefetcher, and the non-finite-los
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import json
 import logging
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import train_fixtures
+from train_fixtures import BATCH, TINY, random_rows, write_stream
 
 from debias.errors import UserError
-from debias.model import GPTNeoX, GPTNeoXConfig
-from debias.stream import IndexedStream, StreamWriter
+from debias.model import GPTNeoX
+from debias.stream import IndexedStream
 from debias.train import TrainerConfig, TrainingDiverged, TrainJob, run_training
 from debias.train.data import BatchLayout, StepPrefetcher, WindowBatches
 from debias.train.engine import TorchEngine
@@ -23,33 +22,18 @@ from debias.train.memory import StepMemory, choose_micro_batch, divisors
 from debias.train.optim import build_optimizer
 from debias.train.precision import PYTHIA_FP16, DynamicLossScale
 
-TINY = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
-                     max_position_embeddings=16)
-BATCH, ROW = 8, 17
 QUIET = TrainerConfig(progress=False, tensorboard=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GiB = 2**30
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
 def stream(tmp_path) -> str:
-    rows = np.random.default_rng(0).integers(0, 64, size=(BATCH * 10, ROW)).astype(np.uint16)
-    with StreamWriter(tmp_path / "stream" / "document", np.uint16) as writer:
-        writer.append_rows(rows)
-    return str(tmp_path / "stream" / "document")
+    return write_stream(tmp_path / "stream" / "document", random_rows(BATCH * 10, seed=0))
 
 
 def tiny_job(stream: str, **overrides) -> TrainJob:
-    values = dict(init=TINY, stream=stream, first_row=0, start_step=0, end_step=4, peak_lr=3e-3,
-                  batch_size=BATCH, row_length=ROW, total_steps=10, warmup_steps=1, seed=3)
-    return TrainJob(**{**values, **overrides})
+    return train_fixtures.tiny_job(stream, **{"end_step": 4, "total_steps": 10, "warmup_steps": 1, "seed": 3, **overrides})
 
 
 # --- micro_batch=auto, activation_checkpointing=auto --------------------------------------------

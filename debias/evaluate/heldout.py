@@ -76,8 +76,9 @@ def choose_heldout_source(*, window_start_row: int, window_end_row: int, stream_
                              f"stream rows {start}..{window_start_row} before the window start "
                              "(seen by all arms: the checkpoint trained on them; not held-out text)")
     raise UserError(f"held-out perplexity: the stream has no rows after the window end (row {window_end_row} of "
-                    f"{stream_rows}); set eval.perplexity.text to a held-out text (.jsonl, .txt or a datasets "
-                    "name such as a Pile test split), or eval.perplexity.enabled=false")
+                    f"{stream_rows}) and eval.perplexity.text is not set; pass eval.perplexity.text=FILE (a held-out "
+                    "text, e.g. a Pile test split as .jsonl, a .txt, or a datasets name), or "
+                    "eval.perplexity.enabled=false")
 
 
 # -- reading and packing held-out text --------------------------------------------------------

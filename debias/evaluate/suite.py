@@ -32,8 +32,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 
 
 def load_model(model_folder: str | Path, device: str = "auto", dtype: str | None = None,
-               gelu: str | None = None):
-    """(model, tokenizer, device) for a Hugging Face GPT-NeoX folder that holds tokenizer.json."""
+               gelu: str | None = None, tokenizer: str | Path | None = None):
+    """(model, tokenizer, device) for a Hugging Face GPT-NeoX folder that holds tokenizer.json
+    (or any folder, given the `tokenizer` file to use instead)."""
     from debias.model import GPTNeoX
 
     folder = Path(model_folder)
@@ -43,7 +44,7 @@ def load_model(model_folder: str | Path, device: str = "auto", dtype: str | None
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: no config.json, so not a Hugging Face model folder; pass the folder "
                         "save_pretrained wrote (config.json, model.safetensors, tokenizer.json)")
-    tokenizer = load_tokenizer(folder)  # fails before the weights load, with the file named
+    tokenizer = load_tokenizer(tokenizer or folder)  # fails before the weights load, with the file named
     resolved = resolve_device(device)
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"eval.dtype: '{dtype}' is not one of {', '.join(DTYPES)} (or null)")
@@ -52,11 +53,12 @@ def load_model(model_folder: str | Path, device: str = "auto", dtype: str | None
 
 
 def evaluate_model(model_folder: str | Path, eval_cfg: EvalConfig | None = None, *,
-                   progress: bool = True) -> tuple[dict, dict]:
-    """Run the configured benchmarks on one model folder -> (metrics, items)."""
+                   progress: bool = True, tokenizer: str | Path | None = None) -> tuple[dict, dict]:
+    """Run the configured benchmarks on one model folder -> (metrics, items); `tokenizer` replaces
+    the folder's tokenizer.json."""
     cfg = eval_cfg or EvalConfig()
     check_inputs(cfg)  # a bad data file fails before the model loads (minutes for the largest)
-    model, tokenizer, device = load_model(model_folder, cfg.device, cfg.dtype, cfg.gelu)
+    model, tokenizer, device = load_model(model_folder, cfg.device, cfg.dtype, cfg.gelu, tokenizer)
     scorer = Scorer(model, tokenizer, batch_size=cfg.batch_size, device=device, progress=progress)
     return evaluate_with_scorer(scorer, cfg, model_identity={
         "folder": str(model_folder), "gelu": model.config.gelu, "device": str(device),

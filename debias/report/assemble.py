@@ -1,35 +1,24 @@
-"""Assemble one run's report dict from the stages' outputs (the layout write_run_report expects).
+"""Assemble the intervention pipeline's report dict from the stages' outputs (the contract is in
+debias/report/__init__.py), run its paired tests, and sum it up in a few terminal lines.
 
-Everything that legitimately differs between two runs of the same configuration (wall times,
-throughput, dates) is moved under `timing`, so the rest of report.json is reproducible.
+What legitimately differs between two runs of the same configuration goes under `timing` where it
+is produced, by name: the stages' durations (debias.stages.run passes them) and the trainer's
+throughput and wall time (TRAINER_TIMING), so the rest of report.json is reproducible.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from debias.report.metrics import format_p, metrics_of, paired_tests
+from debias.evaluate import metric_declarations
+from debias.report.reading import (HEADLINE_ROLES, arm_metrics, comparison_label, format_number, primary_comparison,
+                                   read_metric, report_paired_results)
 
-VOLATILE = re.compile(r"(^|_)(seconds|time|date|utc|duration|elapsed|hostname|pid|mfu)($|_)|_per_s(ec)?$")
-PRIMARY_ARMS = ("treatment", "control", "baseline")  # the run's headline arm, first present
-HEADLINE = ("crows_pairs.pct_stereotype", "winobias.stereotype_accuracy", "manipulation.feminine_preference")
-
-
-def split_volatile(obj: Any) -> tuple[Any, dict]:
-    """(obj without volatile keys, {dotted key: value} of the removed ones)."""
-    if not isinstance(obj, Mapping):
-        return obj, {}
-    stable, volatile = {}, {}
-    for key, value in obj.items():
-        if VOLATILE.search(str(key)):
-            volatile[str(key)] = value
-            continue
-        stable[key], inner = split_volatile(value)
-        volatile.update({f"{key}.{k}": v for k, v in inner.items()})
-    return stable, volatile
+# summary.json fields that measure the machine, not the result (debias/train/loop.py writes them).
+TRAINER_TIMING = ("wall_seconds", "tokens_per_s")
+PRIMARY_ARMS = ("treatment", "control", "baseline")  # the arm whose sections are copied to the top level
 
 
 def loss_curve(train_dir: Path) -> list[list[float]]:
@@ -50,31 +39,35 @@ def training_summary(train_dir: Path) -> dict:
     return {**summary, "run_dir": str(train_dir), "loss_curve": loss_curve(train_dir)}
 
 
+def comparison_pairs(arms) -> list[tuple[str, str]]:
+    """The intervention's comparisons, its primary one first: the treatment against its control
+    and against the untrained baseline; for a control-only run, the control against the baseline."""
+    pairs = [("treatment", "control"), ("treatment", "baseline")] if "treatment" in arms else [("control", "baseline")]
+    return [(a, b) for a, b in pairs if a in arms and b in arms]
+
+
 def paired_comparisons(items: Mapping[str, Mapping], n_resamples: int = 2000, seed: int = 1234) -> dict:
-    """Paired tests on the same items: the treatment against its control and against the
-    untrained baseline (or, for a control-only run, the control against the baseline), with
-    `n_resamples` bootstrap resamples from `seed` (the run's eval.bootstrap_samples and eval.seed)."""
+    """Paired tests on the same items for `comparison_pairs`, with `n_resamples` bootstrap resamples
+    from `seed` (the run's eval.bootstrap_samples and eval.seed)."""
     from debias.evaluate import compare_items
 
-    pairs = [("treatment", "control"), ("treatment", "baseline")]
-    if "treatment" not in items:
-        pairs = [("control", "baseline")]
     return {f"{a}_vs_{b}": compare_items(items[a], items[b], n_resamples=n_resamples, seed=seed)
-            for a, b in pairs if a in items and b in items}
+            for a, b in comparison_pairs(items)}
 
 
 def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapping, comparisons: Mapping,
                timing: Mapping) -> dict:
     """The report dict: identity, configuration, audit, training, arms, comparisons, timing."""
-    volatile: dict[str, Any] = dict(timing)
     iv = cfg.get("intervention", {})
-    primary = next((arm for arm in PRIMARY_ARMS if arm in arms), None)
+    primary_arm = next((arm for arm in PRIMARY_ARMS if arm in arms), None)
+    pairs = [f"{a}_vs_{b}" for a, b in comparison_pairs(arms)]
     report: dict[str, Any] = {
         "run": {"direction": iv.get("direction"), "ratio": iv.get("ratio"), "fraction": iv.get("fraction"),
-                "primary_arm": primary},
+                "primary_arm": primary_arm},
         "config": cfg,
-        "arms": {},
+        "arms": {arm: dict(entry) for arm, entry in arms.items()},
         "comparisons": dict(comparisons),
+        "primary_comparison": next((name for name in pairs if name in comparisons), None),
     }
     if prepared is not None:  # the window the run trained on, not the preset's ratio (start_step may set it)
         window = prepared.window
@@ -82,59 +75,56 @@ def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapp
                              num_steps=window.num_steps)
         report["model"], report["data"] = prepared.model, prepared.data
     if rewrite is not None:
-        audit, moved = split_volatile({"audit": rewrite.audit, "manifest": rewrite.manifest})
-        report["rewrite"] = {**audit, "stream": str(rewrite.stream), "first_row": rewrite.first_row}
-        volatile.update({f"rewrite.{k}": v for k, v in moved.items()})
-    report["training"] = {}
+        report["rewrite"] = {"audit": rewrite.audit, "manifest": rewrite.manifest, "stream": str(rewrite.stream),
+                             "first_row": rewrite.first_row}
+    report["training"], trainer_timing = {}, {}
     for arm, summary in training.items():
-        report["training"][arm], moved = split_volatile(summary)
-        volatile.update({f"training.{arm}.{k}": v for k, v in moved.items()})
-    for arm, entry in arms.items():
-        report["arms"][arm], moved = split_volatile(entry)
-        volatile.update({f"arms.{arm}.{k}": v for k, v in moved.items()})
-    if primary:  # the headline sections at the top level, as docs/architecture.md promises
-        report.update({k: v for k, v in report["arms"][primary]["metrics"].items() if k not in report})
-    report["timing"] = volatile
+        report["training"][arm] = {k: v for k, v in summary.items() if k not in TRAINER_TIMING}
+        trainer_timing[arm] = {k: summary[k] for k in TRAINER_TIMING if k in summary}
+    if primary_arm:  # the headline arm's sections at the top level, as docs/architecture.md promises
+        report.update({k: v for k, v in report["arms"][primary_arm]["metrics"].items() if k not in report})
+    report["timing"] = {**timing, "training": trainer_timing}
     return report
 
 
-def _cells(report: Mapping, name: str) -> str:
-    cells = []
-    for arm, entry in report.get("arms", {}).items():
-        metric = metrics_of(entry.get("metrics", {})).get(name)
-        if metric:
-            cells.append(f"{arm} {metric.cell()}")
-    return "; ".join(cells) or "not measured"
-
-
 def summary_lines(report: Mapping) -> list[str]:
-    """Five lines for the terminal: what ran, the rewrite, training, bias, language modelling."""
-    run = report.get("run", {})
-    lines = [f"run: direction={run.get('direction')} ratio={run.get('ratio')} steps "
-             f"{run.get('start_step')}..{run.get('end_step')} model={report.get('model', {}).get('name')}"]
-    audit = report.get("rewrite", {}).get("audit", {})
-    changed = next((audit[k] for k in ("changed_tokens", "tokens_changed", "changed") if k in audit), None)
-    if changed is None:
-        lines.append(f"rewrite: {'none (control run)' if run.get('direction') == 'none' else 'not run'}")
-    else:  # the audit counts exactly the window's rows, also when a larger pass was reused
+    """The terminal summary: the headline effects (primary association first, then blanket shift,
+    LM quality, the manipulation check), the rewrite, training, and what ran."""
+    lines = []
+    primary = primary_comparison(report)
+    paired = report_paired_results(report)
+    by_arm = arm_metrics(report)
+    for role in HEADLINE_ROLES:
+        cells = []
+        for declaration in metric_declarations(headline=role):
+            result = paired[primary].get(declaration.key) if primary else None
+            if result is not None:
+                values = (f" ({format_number(result.b)} -> {format_number(result.a)})"
+                          if result.a is not None and result.b is not None else "")
+                cells.append(f"{declaration.key} {result.cell()}{values}" + (" [primary]" if declaration.primary else ""))
+            else:
+                per_arm = [f"{arm} {m.cell()}" for arm, sections in by_arm.items()
+                           if (m := read_metric(sections, declaration.key))]
+                if per_arm:
+                    cells.append(f"{declaration.key} " + "; ".join(per_arm))
+        if cells:
+            versus = f" ({comparison_label(primary, list(by_arm))})" if primary else ""
+            lines.append(f"{role.value}{versus}: " + " | ".join(cells))
+    run = report.get("run") or {}
+    audit = (report.get("rewrite") or {}).get("audit") or {}
+    if "changed_tokens" in audit:  # the audit counts exactly the window's rows, also when a larger pass was reused
         rows = audit.get("window_rows") or report["rewrite"].get("manifest", {}).get("rows")
         scope = f" in rows {rows[0]}..{rows[1]}" if rows else ""
         reused = " (from a larger pass, reused)" if audit.get("derived_from") else ""
-        lines.append(f"rewrite: {changed} tokens changed{scope}{reused}")
-    losses = {arm: s.get("final_loss") for arm, s in report.get("training", {}).items()}
-    lines.append("training: " + (", ".join(f"{arm} final loss {loss:.4f}" for arm, loss in losses.items()
-                                           if isinstance(loss, (int, float))) or "not run"))
-    bias = [f"{name}: {_cells(report, name)}" for name in HEADLINE[:1]]
-    comparisons = report.get("comparisons", {})
-    name = next((n for n in ("treatment_vs_control", "control_vs_baseline") if n in comparisons), None)
-    manipulation = [t for t in paired_tests(comparisons.get(name, {})) if t.metric.name.startswith("manipulation")]
-    if manipulation:
-        t = manipulation[0]
-        versus = name.replace("_vs_", " - ")
-        bias.append(f"{t.metric.name} {versus} {t.metric.cell()} p={format_p(t.metric.p)}")
-    lines.append("bias: " + " | ".join(bias))
-    perplexity = next((n for n in ("perplexity.perplexity", "lambada.perplexity")
-                       if any(n in metrics_of(e.get("metrics", {})) for e in report.get("arms", {}).values())),
-                      "perplexity.perplexity")
-    lines.append(f"{perplexity}: {_cells(report, perplexity)}")
+        skipped = sum((audit.get("skipped_tokens") or {}).values())
+        lines.append(f"rewrite: {audit['changed_tokens']} tokens changed{scope}{reused}, {skipped} left unchanged by policy")
+    elif run.get("direction") == "none":
+        lines.append("rewrite: none (control run)")
+    losses = {arm: s.get("final_loss") for arm, s in (report.get("training") or {}).items() if isinstance(s, Mapping)}
+    losses = {arm: loss for arm, loss in losses.items() if isinstance(loss, (int, float))}
+    if losses:
+        lines.append("training: " + ", ".join(f"{arm} final loss {loss:.4f}" for arm, loss in losses.items()))
+    if run:
+        lines.append(f"run: direction={run.get('direction')} ratio={run.get('ratio')} steps "
+                     f"{run.get('start_step')}..{run.get('end_step')} model={(report.get('model') or {}).get('name')}")
     return lines

@@ -8,7 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from debias.report.compare import compare_runs
+from debias.report.comparison import compare_runs
 
 
 class CompareOnMultirunEnd(Callback):

@@ -1,15 +1,10 @@
-"""One run's report: report.json (machines), report.md and report.html (people).
+"""One run's report files: report.json (machines), report.md and report.html (people), plots/.
 
-The report dict is assembled by the pipeline; this module only lays it out. Expected keys (all
-optional except `arms`):
-  run          {direction, ratio, start_step, end_step, ...}
-  model, data  identities and checksums
-  config       the resolved Hydra configuration
-  rewrite      the rewrite audit summary
-  training     {arm: training summary, ...}; `loss_curve: [[step, loss], ...]` inside each
-  arms         {baseline|control|treatment: {"metrics": {section: {...}}, ...}}
-  comparisons  {"treatment_vs_control": {section: {...}}, ...}  (paired tests)
-  timing       timestamps and durations: the only part allowed to differ between identical runs
+The report dict's contract is in debias/report/__init__.py. `write_run_report` adds two derived
+sections to report.json, both computed from the rest of the dict: `headline` (the primary test
+and the headline rows) and `caveats` ("Read this first"). Markdown and HTML read in this order:
+what ran; the headline; read this first; figures; every declared metric; breakdowns; every
+paired test; the rewrite audit; training (and, in HTML, the resolved configuration).
 """
 
 from __future__ import annotations
@@ -21,161 +16,114 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from debias.io import atomic_output, write_json_atomic, write_text_atomic
-from debias.report import plots
-from debias.report.metrics import (HEADLINE_FIELDS, HEADLINE_METRICS, P_NOTE, Metric, format_p, metrics_of,
-                                   paired_tests)
+from debias.report import plots, tables
+from debias.report.caveats import build_caveats
+from debias.report.reading import HOLM_NOTE, arm_metrics, arm_names, p_note
 
-ARM_ORDER = ("baseline", "control", "treatment")
-
-
-def ordered_arms(arms: Mapping[str, Any]) -> list[str]:
-    return [a for a in ARM_ORDER if a in arms] + sorted(a for a in arms if a not in ARM_ORDER)
-
-
-def arm_metrics(report: Mapping[str, Any]) -> dict[str, dict[str, Metric]]:
-    arms = report.get("arms", {})
-    return {arm: metrics_of(arms[arm].get("metrics", {})) for arm in ordered_arms(arms)}
+TITLE = "debias run report"
+TRAINING = "Training"
+FIGURE_CAPTIONS = {
+    "association_groups": "Association vs blanket shift: each stereotype group's mean feminine preference per arm",
+    "winobias_occupations": "WinoBias: feminine preference per occupation",
+    "crows_pairs_splits": "CrowS-Pairs pct_stereotype and its splits",
+    "manipulation_check": "Manipulation check",
+    "training_loss": "Training loss",
+}
 
 
 def figures(report: Mapping[str, Any]) -> dict[str, bytes]:
     """{file stem: PNG bytes} for every figure the report's data supports."""
-    arms = {arm: report["arms"][arm].get("metrics", {}) for arm in ordered_arms(report.get("arms", {}))}
-    curves = {arm: summary.get("loss_curve") for arm, summary in report.get("training", {}).items()
+    arms = arm_metrics(report)
+    curves = {arm: summary.get("loss_curve") for arm, summary in (report.get("training") or {}).items()
               if isinstance(summary, Mapping)}
     drawn = {
-        "training_loss": plots.training_loss(curves),
-        "winobias_per_occupation": plots.winobias_per_occupation(arms),
-        "crows_pairs_stereo_antistereo": plots.crows_pairs_stereo_antistereo(arms),
+        "association_groups": plots.association_groups(arms),
+        "winobias_occupations": plots.winobias_occupations(arms),
+        "crows_pairs_splits": plots.crows_pairs_splits(arms),
         "manipulation_check": plots.manipulation_check(arms),
+        "training_loss": plots.training_loss(curves),
     }
     return {name: png for name, png in drawn.items() if png}
 
 
-# ---- tables shared by Markdown and HTML -------------------------------------------------------
-
-def metrics_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Rows = metrics, columns = arms; each cell `value [low, high]`, plus n."""
-    by_arm = arm_metrics(report)
-    names = sorted({name for metrics in by_arm.values() for name in metrics})
-    header = ["metric", "n", *by_arm]
-    rows = []
-    for name in names:
-        ns = {m.n for metrics in by_arm.values() if (m := metrics.get(name)) and m.n is not None}
-        n = str(ns.pop()) if len(ns) == 1 else "/".join(str(x) for x in sorted(ns))
-        rows.append([name, n, *[(metrics[name].cell() if name in metrics else "") for metrics in by_arm.values()]])
-    return header, rows
-
-
-def headline_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Each benchmark's headline metric per arm, and the treatment's paired effect on it."""
-    by_arm = arm_metrics(report)
-    versus = next((c for c in ("treatment_vs_control", "control_vs_baseline") if c in report.get("comparisons", {})), None)
-    tests = {t.metric.name.split(".")[0]: t for t in paired_tests(report["comparisons"][versus])
-             if t.metric.name in HEADLINE_FIELDS} if versus else {}
-    header = ["metric", *by_arm] + ([f"{versus.replace('_vs_', ' - ')} (paired)"] if tests else [])
-    rows = []
-    for name in HEADLINE_METRICS:
-        if any(name in metrics for metrics in by_arm.values()):
-            test = tests.get(name.split(".")[0])
-            effect = [f"{test.metric.name}: {test.metric.cell()} p={format_p(test.metric.p)}" if test else ""] if tests else []
-            rows.append([name, *[(metrics[name].cell() if name in metrics else "") for metrics in by_arm.values()], *effect])
-    return header, rows
+def full_sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], tables.Table]]:
+    """The full tables after the headline, caveats and figures: (heading, notes, table), non-empty only."""
+    rewrite_title = "Rewrite audit"
+    candidates = [
+        ("Every declared metric (value [95% CI])", [], tables.declared_table(report)),
+        ("Breakdowns (value [95% CI]; not tested between arms)", [], tables.breakdown_table(report)),
+        ("Every paired test (A - B on the same items)",
+         [p_note(((report.get("config") or {}).get("eval") or {}).get("bootstrap_samples")), HOLM_NOTE],
+         tables.paired_table(report)),
+        (rewrite_title, tables.rewrite_lines(report), tables.forms_table(report)),
+        (f"{rewrite_title}: pronoun forms left unchanged, by policy reason", [], tables.skips_table(report)),
+        (f"{rewrite_title}: independent check", [], tables.check_table(report)),
+        (f"{rewrite_title}: sample (changed words in [brackets])", [], tables.samples_table(report)),
+        (TRAINING, ["tokens/s and wall time come from report.json's `timing`, the one part that differs between "
+                      "identical runs."],
+         tables.training_table(report)),
+    ]
+    return [entry for entry in candidates if entry[2]]
 
 
-def comparisons_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """One row per paired test: which arms, which per-item field, A - B with its interval, p."""
-    header = ["comparison", "metric", "difference [95% CI]", "p (bootstrap)", "p (McNemar)", "n"]
-    rows = []
-    for comparison in sorted(report.get("comparisons", {})):
-        for test in paired_tests(report["comparisons"][comparison]):
-            rows.append([comparison.replace("_", " "), test.metric.name, test.metric.cell(), format_p(test.metric.p),
-                         format_p(test.mcnemar_p), "" if test.metric.n is None else str(test.metric.n)])
-    return header, rows
+# ---- Markdown ------------------------------------------------------------------------------------
 
-
-def summary_lines(report: Mapping[str, Any]) -> list[str]:
-    """Short key: value lines for the run's identity (used at the top of both formats)."""
-    run, model = report.get("run", {}), report.get("model", {})
-    lines = []
-    if run:
-        lines.append("intervention: " + ", ".join(f"{k}={run[k]}" for k in sorted(run) if not isinstance(run[k], (dict, list))))
-    if model:
-        lines.append("model: " + ", ".join(f"{k}={model[k]}" for k in sorted(model) if not isinstance(model[k], (dict, list))))
-    return lines
-
-
-def _flat(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested dict -> [(dotted key, value)] for small summaries (audit, training)."""
-    if isinstance(obj, Mapping):
-        out = []
-        for key in sorted(obj, key=str):
-            out.extend(_flat(obj[key], f"{prefix}{key}."))
-        return out
-    if isinstance(obj, list) and len(obj) > 8:
-        return [(prefix[:-1], f"[{len(obj)} entries]")]
-    return [(prefix[:-1], json.dumps(obj, default=str) if not isinstance(obj, str) else obj)]
-
-
-# ---- Markdown ---------------------------------------------------------------------------------
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
-
-
-
-def render_markdown(report: Mapping[str, Any], figure_files: Mapping[str, str]) -> str:
-    parts = ["# debias run report", ""]
-    parts += [f"- {line}" for line in summary_lines(report)]
-    header, rows = headline_table(report)
-    if rows:
-        parts += ["", "## Headline (value [95% CI])", "", markdown_table(header, rows)]
-    parts += ["", "## All metrics (value [95% CI])", "", markdown_table(*metrics_table(report))]
-    header, rows = comparisons_table(report)
-    if rows:
-        parts += ["", "## Paired comparisons", "", P_NOTE, "", markdown_table(header, rows)]
-    for title, key in (("Rewrite audit", "rewrite"),):
-        if report.get(key):
-            parts += ["", f"## {title}", "", markdown_table(["key", "value"], [list(kv) for kv in _flat(report[key])])]
-    training = {arm: {k: v for k, v in s.items() if k != "loss_curve"} for arm, s in report.get("training", {}).items()
-                if isinstance(s, Mapping)}
-    if training:
-        parts += ["", "## Training", "", markdown_table(["key", "value"], [list(kv) for kv in _flat(training)])]
+def render_markdown(report: Mapping[str, Any], figure_files: Mapping[str, str], notes: list[dict]) -> str:
+    parts = [f"# {TITLE}", ""]
+    parts += [f"- {line}" for line in tables.run_lines(report)]
+    parts += ["", "## Headline", "", tables.primary_sentence(report), ""]
+    shift = tables.shift_sentence(report)
+    parts += [shift, ""] if shift else []
+    headline = tables.headline_table(report)
+    if headline:
+        parts += [headline.markdown(), ""]
+    parts += [*[f"- {note}" for note in tables.headline_notes(report) + tables.heldout_lines(report)], ""]
+    if notes:
+        parts += ["## Read this first", ""]
+        parts += [f"- **{note['topic']}**: {note['text']}" for note in notes]
+        parts.append("")
     if figure_files:
-        parts += ["", "## Figures", ""]
-        parts += [f"![{name}]({path})" for name, path in figure_files.items()]
-    return "\n".join(parts) + "\n"
+        parts += ["## Figures", ""]
+        parts += [f"![{FIGURE_CAPTIONS.get(name, name)}]({path})" for name, path in figure_files.items()]
+        parts.append("")
+    for heading, paragraphs, table in full_sections(report):
+        parts += [f"## {heading}", ""]
+        parts += [*[f"- {p}" for p in paragraphs], ""] if paragraphs else []
+        parts += [table.markdown(), ""]
+    return "\n".join(parts).rstrip("\n") + "\n"
 
 
-# ---- HTML -------------------------------------------------------------------------------------
+# ---- HTML ----------------------------------------------------------------------------------------
 
-CSS = """
-body { font-family: sans-serif; margin: 2em; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
-th { background: #f0f0f0; }
-td.num { font-family: monospace; }
-img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
-pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }
-.warning { color: #a60; font-weight: bold; }
+CAVEAT_BORDER = (230, 149, 0)   # the "Read this first" box's border (RGB)
+TRAINING_ACCENT = (46, 125, 50)  # the training section's left rule (RGB)
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+CSS = f"""
+body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }}
+th {{ background: #f0f0f0; }}
+td.num {{ font-family: monospace; }}
+img {{ max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }}
+pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }}
+.primary {{ font-size: 1.05em; background: #eef5ff; border-left: 4px solid #1f77b4; padding: 0.6em 1em; }}
+.caveats {{ background: #fff7e6; border: 3px solid {_hex(CAVEAT_BORDER)}; padding: 0.4em 1.2em; margin: 1em 0; }}
+.caveats h2 {{ color: #a35f00; }}
+.caveats li {{ margin: 0.4em 0; }}
+.training {{ border-left: 6px solid {_hex(TRAINING_ACCENT)}; padding-left: 1em; }}
+.warning {{ color: #a60; font-weight: bold; }}
 """
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td class=\"num\">{html.escape(str(c))}</td>" if i else f"<td>{html.escape(str(c))}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def html_image(name: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(name.replace("_", " "))}</figcaption></figure>'
+    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(name)}</figcaption></figure>")
 
 
 def html_page(title: str, body: list[str]) -> str:
@@ -183,37 +131,52 @@ def html_page(title: str, body: list[str]) -> str:
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def render_html(report: Mapping[str, Any], pngs: Mapping[str, bytes]) -> str:
-    body = ["<h1>debias run report</h1>", "<ul>"]
-    body += [f"<li>{html.escape(line)}</li>" for line in summary_lines(report)]
-    body.append("</ul>")
-    header, rows = headline_table(report)
-    if rows:
-        body += ["<h2>Headline (value [95% CI])</h2>", html_table(header, rows)]
-    body += ["<h2>All metrics (value [95% CI])</h2>", html_table(*metrics_table(report))]
-    header, rows = comparisons_table(report)
-    if rows:
-        body += ["<h2>Paired comparisons</h2>", f"<p>{P_NOTE}</p>", html_table(header, rows)]
+def _paragraphs(lines: list[str]) -> list[str]:
+    return [f"<p>{html.escape(line)}</p>" for line in lines]
+
+
+def render_html(report: Mapping[str, Any], pngs: Mapping[str, bytes], notes: list[dict]) -> str:
+    body = [f"<h1>{TITLE}</h1>", "<ul>", *[f"<li>{html.escape(line)}</li>" for line in tables.run_lines(report)], "</ul>"]
+    body += ["<h2>Headline</h2>", f'<p class="primary">{html.escape(tables.primary_sentence(report))}</p>']
+    shift = tables.shift_sentence(report)
+    body += _paragraphs([shift]) if shift else []
+    headline = tables.headline_table(report)
+    if headline:
+        body.append(headline.html())
+    body += _paragraphs(tables.headline_notes(report) + tables.heldout_lines(report))
+    if notes:
+        body += ['<section class="caveats" id="read-this-first"><h2>Read this first</h2><ul>',
+                 *[f"<li><b>{html.escape(note['topic'])}</b>: {html.escape(note['text'])}</li>" for note in notes],
+                 "</ul></section>"]
     if pngs:
-        body += ["<h2>Figures</h2>", *[html_image(name, png) for name, png in pngs.items()]]
-    if report.get("rewrite"):
-        body += ["<h2>Rewrite audit</h2>", html_table(["key", "value"], [list(kv) for kv in _flat(report["rewrite"])])]
+        body += ["<h2>Figures</h2>", *[html_image(FIGURE_CAPTIONS.get(name, name), png) for name, png in pngs.items()]]
+    for heading, paragraphs, table in full_sections(report):
+        section = [f"<h2>{html.escape(heading)}</h2>", *_paragraphs(paragraphs), table.html()]
+        if heading == TRAINING:  # per arm: loss, precision, optimizer state, tokens/s, steps
+            section = ['<section class="training" id="training">', *section, "</section>"]
+        body += section
     if report.get("config"):
         body += ["<h2>Resolved configuration</h2>",
                  f"<pre>{html.escape(json.dumps(report['config'], indent=2, sort_keys=True, default=str))}</pre>"]
-    return html_page("debias run report", body)
+    return html_page(TITLE, body)
 
 
-# ---- entry point ------------------------------------------------------------------------------
+# ---- entry point ---------------------------------------------------------------------------------
 
 def write_run_report(run_dir: str | Path, report: Mapping[str, Any]) -> Path:
     """Write report.json, report.md, report.html and plots/*.png into run_dir; return report.json.
 
-    report.json is the input dict itself (sorted keys), so identical runs give identical files
-    apart from the `timing` section.
+    report.json is the input dict (sorted keys) with the derived `headline` and `caveats`, so
+    identical runs give identical files apart from the `timing` section.
     """
+    if not arm_names(report):
+        from debias.errors import UserError
+
+        raise UserError(f"{run_dir}: the report holds no evaluated arm (report['arms'] is empty); nothing to report")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    notes = build_caveats(report)
+    full = {**report, "headline": tables.headline_json(report), "caveats": notes}
     pngs = figures(report)
     figure_files = {}
     for name, png in pngs.items():
@@ -222,8 +185,7 @@ def write_run_report(run_dir: str | Path, report: Mapping[str, Any]) -> Path:
         with atomic_output(path) as tmp:
             tmp.write_bytes(png)
         figure_files[name] = f"plots/{name}.png"
-    write_text_atomic(run_dir / "report.md", render_markdown(report, figure_files))
-    write_text_atomic(run_dir / "report.html", render_html(report, pngs))
+    write_text_atomic(run_dir / "report.md", render_markdown(report, figure_files, notes))
+    write_text_atomic(run_dir / "report.html", render_html(report, pngs, notes))
     # report.json last: its presence means the whole report is there.
-    return write_json_atomic(run_dir / "report.json", report)
-
+    return write_json_atomic(run_dir / "report.json", full)

@@ -26,7 +26,7 @@ from debias.errors import UserError
 from debias.model import GPTNeoX, adamw_state_dict, parameter_groups, read_zero_state
 from debias.model.neox_import import OPTIM_FILE, checkpoint_step
 
-__all__ = ["build_optimizer", "import_optimizer_state", "load_optimizer_state", "parameter_groups"]
+__all__ = ["build_optimizer", "import_optimizer_state", "load_optimizer_state", "optimizer_state_step", "parameter_groups"]
 
 
 def build_optimizer(
@@ -44,26 +44,35 @@ def import_optimizer_state(optimizer: torch.optim.Optimizer, model: GPTNeoX, sou
     they belong to `start_step` and, for raw shards, to the model's weights. Returns what
     summary.json records about it."""
     source = Path(source).expanduser()
+    form, step = optimizer_state_step(source)
+    check_step(f"trainer.optimizer_state={source}", step, start_step)
+    if form == "imported":
+        load_optimizer_state(optimizer, source / "optimizer_state.pt")
+        adam_step = json.loads((source / "import.json").read_text()).get("adam_step")
+    else:
+        zero = read_zero_state(source, model.config)
+        check_weights_match(model, zero.master, source)
+        optimizer.load_state_dict(adamw_state_dict(optimizer, model, zero))
+        adam_step = zero.step
+    return {"treatment": "imported", "source": str(source), "checkpoint_step": step, "adam_step": adam_step}
+
+
+def optimizer_state_step(source: str | Path) -> tuple[str, int | None]:
+    """(form, step) of a `trainer.optimizer_state` folder without loading its moments: "imported"
+    (a debias.model.neox_import output, step from its import.json) or "shards" (GPT-NeoX ZeRO-1
+    shards, step from the checkpoint). Cheap enough to check before any heavy work."""
+    source = Path(source).expanduser()
     setting = f"trainer.optimizer_state={source}"
     if (source / "import.json").is_file() and (source / "optimizer_state.pt").is_file():
         try:
             record = json.loads((source / "import.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{source / 'import.json'}: not valid JSON ({err}); import the shards again") from None
-        step, adam_step = record.get("step"), record.get("adam_step")
-        check_step(setting, step, start_step)
-        load_optimizer_state(optimizer, source / "optimizer_state.pt")
-    elif source.is_dir() and any(OPTIM_FILE.match(p.name) for p in source.iterdir()):
-        step = checkpoint_step(source)
-        check_step(setting, step, start_step)
-        zero = read_zero_state(source, model.config)
-        check_weights_match(model, zero.master, source)
-        optimizer.load_state_dict(adamw_state_dict(optimizer, model, zero))
-        adam_step = zero.step
-    else:
-        raise UserError(f"{setting}: holds no ZeRO optimizer shards (zero_pp_rank_*_optim_states.pt) and is no "
-                        "debias.model.neox_import output; give the GPT-NeoX checkpoint folder global_step<N>/")
-    return {"treatment": "imported", "source": str(source), "checkpoint_step": step, "adam_step": adam_step}
+        return "imported", record.get("step") if isinstance(record, dict) else None
+    if source.is_dir() and any(OPTIM_FILE.match(p.name) for p in source.iterdir()):
+        return "shards", checkpoint_step(source)
+    raise UserError(f"{setting}: holds no ZeRO optimizer shards (zero_pp_rank_*_optim_states.pt) and is no "
+                    "debias.model.neox_import output; give the GPT-NeoX checkpoint folder global_step<N>/")
 
 
 def check_step(setting: str, step: int | None, start_step: int) -> None:

@@ -147,16 +147,20 @@ def matmul_params_of(name: str) -> int:
 
 def model_size(name: str, seq_len: int = 2048, presets: Path | None = None) -> ModelSize:
     """A ModelSize from the model preset `conf/model/<name>.yaml` (or `<name>-deduped.yaml`)."""
-    from debias.model import config_from_preset, flops_per_token, parameter_counts
+    from debias.model import config_from_preset
 
     folder = presets or Path(__file__).resolve().parents[2] / "conf" / "model"
     for candidate in (folder / f"{name}.yaml", folder / f"{name}-deduped.yaml"):
         if candidate.is_file():
-            config = config_from_preset(candidate)
-            break
-    else:
-        known = sorted(p.stem for p in folder.glob("pythia-*.yaml") if not p.stem.endswith("-deduped"))
-        raise UserError(f"plan: model {name!r}: no preset {folder / (name + '.yaml')}; known: {known}")
+            return size_of(name, config_from_preset(candidate), seq_len)
+    known = sorted(p.stem for p in folder.glob("pythia-*.yaml") if not p.stem.endswith("-deduped"))
+    raise UserError(f"plan: model {name!r}: no preset {folder / (name + '.yaml')}; known: {known}")
+
+
+def size_of(name: str, config, seq_len: int = 2048) -> ModelSize:
+    """A ModelSize of a `debias.model.GPTNeoXConfig`; `name` without "-deduped" finds measured figures."""
+    from debias.model import flops_per_token, parameter_counts
+
     counts = parameter_counts(config)
     return ModelSize(name=name.removesuffix("-deduped"), num_params=counts.total,
                      matmul_params=counts.non_embedding + counts.unembedding,
