@@ -627,6 +627,9 @@ def check_eval_inputs(eval_config: EvalConfig) -> None:
     if perplexity.enabled and not (perplexity.text or (perplexity.stream and perplexity.rows)):
         raise UserError("eval.perplexity: enabled without held-out data; set eval.perplexity.text=FILE (a .jsonl or "
                         ".txt file, or a datasets name) or eval.perplexity.enabled=false")
+    from debias.evaluate.suite import check_inputs
+
+    check_inputs(eval_config)  # and what the local files hold (a short CrowS-Pairs row, a repeated WinoBias index)
 
 
 def _model_tokenizer(spec: ModelSpec, folder: Path, folders: dict[str, Path], fallback: str | None) -> Path:

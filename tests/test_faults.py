@@ -671,13 +671,23 @@ ROWS = [
     Row("new-compare-out-is-a-file", lambda i, d: (
         [str(ROOT / "pipelines" / "compare.py"), i.demo.report.parent, "--out", a_file(i)],
         ["a_file: is a file, not a folder", "choose another output path"])),
-    Row("new-evaluate-pipeline-missing-model-folder", lambda i, d: (
-        [str(ROOT / "pipelines" / "evaluate.py"), *TINY, f"+model_folder={d / 'no-model'}", f"cache_dir={d / 'cache'}"],
-        [f"{d}/no-model: model folder not found"])),
+    Row("6-evaluate-pipeline-missing-model-folder", lambda i, d: (
+        [str(ROOT / "pipelines" / "evaluate.py"), f"models={{a:{d / 'no-model'}}}", *local_benchmarks(i)],
+        [f"models.a={d}/no-model: no such folder", "local Hugging Face model folder"])),
+    Row("4-evaluate-pipeline-crows-pairs-row-missing-its-last-column", lambda i, d: (
+        [str(ROOT / "pipelines" / "evaluate.py"), f"models={{a:{i.model}}}", *local_benchmarks(i),
+         f"eval.crows_pairs.path={crows_short_row(i)}"],
+        [f"{i.root}/inputs/crows/short_row.csv:4", "missing/extra columns"])),
 ]
 
 LAMBADA_OK = '{"text": "she said so to him"}\n'
 LAMBADA_INT = '{"text": "a b c"}\n{"text": 5}\n'
+
+
+def local_benchmarks(inp: Inputs) -> list[str]:
+    """pipelines/evaluate.py on the suite's probes, not ../shared/data (which a CI machine may lack)."""
+    return [f"eval.crows_pairs.path={inp.suite.crows_pairs_csv}", f"eval.winobias.path={inp.suite.winobias_dir}",
+            "eval.lambada.enabled=false", "eval.check_pinned=false"]
 
 
 SMALL_GEOMETRY_FLAGS = ["--batch-size", "8", "--row-length", "65", "--total-steps", "100", "--checkpoint-interval", "1"]
