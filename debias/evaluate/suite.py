@@ -65,11 +65,10 @@ def evaluate_model(model_folder: str | Path, eval_cfg: EvalConfig | None = None,
         "dtype": scorer.precision, "parameters": sum(p.numel() for p in model.parameters())})
 
 
-def check_inputs(eval_cfg: EvalConfig) -> None:
+def check_inputs(cfg: EvalConfig) -> None:
     """Read every enabled benchmark's local data file now, so that a missing or malformed file fails
     in one line before a pipeline trains for hours, not at the evaluation after it. Hub data sets
     are left to the evaluation (they may need a download); nothing is scored."""
-    cfg = eval_cfg
     with warnings.catch_warnings():  # a differing checksum is reported once, by the evaluation itself
         warnings.simplefilter("ignore", ChecksumWarning)
         if cfg.crows_pairs.enabled:
