@@ -139,10 +139,21 @@ def config_error_line(err: BaseException, argv: list[str]) -> str:
         object_type = getattr(detail, "object_type", None) or schema_class(_field(text, "object_type") or "")
         return source + unknown_key_line(full_key, object_type, getattr(detail, "parent_node", None))
     if override:
-        return f"{override.group(1)}: {_first_line(detail)}"
+        return _type_hint(f"{override.group(1)}: {_first_line(detail)}")
     if full_key:
-        return f"{source}{full_key}: {_first_line(detail if cause else _inner(text, preset))}"
+        return _type_hint(f"{source}{full_key}: {_first_line(detail if cause else _inner(text, preset))}")
     return source + one_line(err)
+
+
+_EXPECTED_TYPE = re.compile(r"could not be converted to (\w+)|is not a valid (bool)")
+_TYPE_FIX = {"Integer": "a whole number", "Float": "a number", "bool": "true or false"}
+
+
+def _type_hint(line: str) -> str:
+    """OmegaConf names the type a value could not become; say what to write instead."""
+    expected = _EXPECTED_TYPE.search(line)
+    kind = expected and (expected.group(1) or expected.group(2))
+    return f"{line}; give {_TYPE_FIX[kind]}" if kind in _TYPE_FIX else line
 
 
 def _unparsable_override(argv: list[str]) -> Optional[str]:

@@ -29,7 +29,6 @@ only with people you trust (README "Shared caches").
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from filelock import FileLock, Timeout
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.io import sha256_file, sha256_json, write_json_atomic
 
 ENV_VAR, DEFAULT_DIR = "DEBIAS_CACHE_DIR", ".cache/debias"
@@ -329,7 +328,7 @@ def collect_garbage(cache: Cache, unused_days: float | None, dry_run: bool) -> l
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m debias.cache", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m debias.cache", description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help=f"the cache (default: ${ENV_VAR} or {DEFAULT_DIR})")
     commands = parser.add_subparsers(dest="command", required=True)

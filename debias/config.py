@@ -463,7 +463,11 @@ def _refuse_unknown_keys(node: Any, path: str = "") -> None:
 def to_run_config(cfg: Any) -> RunConfig:
     """The composed conf/config.yaml (without Hydra's own `hydra` node) as a checked RunConfig."""
     if "hydra" in cfg:
-        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        from omegaconf import open_dict
+
+        cfg = cfg.copy()  # a copy keeps the schema type, which OmegaConf.masked_copy loses
+        with open_dict(cfg):
+            cfg.pop("hydra")
     return to_config(cfg, RunConfig)
 
 

@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,6 +47,28 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def check_writable(folder: str | os.PathLike, label: str | None = None) -> None:
+    """A one-line UserError, starting with `label` (default: the folder), unless files can be created
+    in `folder` (or, while it does not exist, in the nearest folder above it that does). Called
+    before long work, so that an output path that cannot be written fails first, not after hours;
+    creates nothing."""
+    from debias.errors import UserError
+
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    label = label or str(folder)
+    if not existing.is_dir():
+        where = "" if existing == folder else f"{existing} "
+        raise UserError(f"{label}: {where}is a file, not a folder; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"{label}: cannot write in {existing} ({err.strerror or err}); choose a writable folder") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

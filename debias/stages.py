@@ -18,11 +18,12 @@ With `plan=true`, `run` prints the run's cost instead (`plan`) and touches neith
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from debias.cache import Cache, Entry, file_records
 from debias.config import EvalConfig, EvaluateModelsConfig, ModelSpec, PerplexityConfig, RunConfig, as_dict
@@ -79,6 +80,8 @@ def eval_file_checksums(eval_config: EvalConfig) -> dict:
 
 
 def prepare(config: RunConfig, cache: Cache) -> Prepared:
+    from debias.evaluate.suite import check_inputs  # benchmark files read before any heavy work
+
     check_devices(config)
     iv, eval_config = config.intervention, config.eval
     if config.demo is not None:  # the embedded miniature Pythia suite
@@ -99,6 +102,7 @@ def prepare(config: RunConfig, cache: Cache) -> Prepared:
         stream, tokenizer = str(config.data.stream), str(config.data.tokenizer)
         heldout_wanted, heldout_note = config.data.heldout_rows, ""
         source = config.model.checkpoint or config.model.hub_repo
+    check_inputs(eval_config)  # the benchmark files: a bad one fails now, not at the evaluation after training
 
     # Fit checks before heavy work (a checkpoint download, the rewrite, training): rows long enough
     # for the window, a held-out perplexity source, optimizer state from the window's start.
@@ -338,6 +342,17 @@ def installed_tagger(choice: str) -> Optional[str]:
 
 # ---- train --------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def naming_arm(arm: str) -> Iterator[None]:
+    """A one-line error from an arm's training or evaluation (a NaN loss, a non-finite score naming
+    its benchmark and item, a bad file) also names the arm it stopped."""
+    try:
+        yield
+    except UserError as err:
+        err.args = (f"{arm} arm: {err}",)  # same exception, same type: only the message gains the arm
+        raise
+
+
 def arm_rows(prepared: Prepared, rewritten) -> dict[str, tuple[str, int, Any]]:
     """For each trained arm: (stream, row of the window's first row in it, identity of the rows)."""
     arms = {"control": (prepared.stream, prepared.window.start_row, prepared.data["stream"])}
@@ -359,7 +374,8 @@ def train_arm(config: RunConfig, prepared: Prepared, cache: Cache, arm: str, str
                               init_step=window.start_step, tokenizer=prepared.tokenizer,
                               gelu=config.model.architecture.gelu)
     def build(folder: Path) -> None:  # a killed build resumes from the trainer's own checkpoints in folder
-        launch_training(job, config.trainer, folder)
+        with naming_arm(arm):
+            launch_training(job, config.trainer, folder)
 
     trainer = config.trainer.result_key()
     if prepared.optimizer_state is not None:  # what the shards are, not where they lie
@@ -377,7 +393,8 @@ def evaluate_arm(prepared: Prepared, cache: Cache, model_folder: Path, model_ide
     from debias.evaluate import evaluate_model
 
     def build(folder: Path) -> None:
-        metrics, items = evaluate_model(model_folder, prepared.eval_config)
+        with naming_arm(label or str(model_folder)):
+            metrics, items = evaluate_model(model_folder, prepared.eval_config)
         write_json_atomic(folder / "items.json", items)
         write_json_atomic(folder / "metrics.json", metrics)
 
@@ -610,6 +627,9 @@ def check_eval_inputs(eval_config: EvalConfig) -> None:
     if perplexity.enabled and not (perplexity.text or (perplexity.stream and perplexity.rows)):
         raise UserError("eval.perplexity: enabled without held-out data; set eval.perplexity.text=FILE (a .jsonl or "
                         ".txt file, or a datasets name) or eval.perplexity.enabled=false")
+    from debias.evaluate.suite import check_inputs
+
+    check_inputs(eval_config)  # and what the local files hold (a short CrowS-Pairs row, a repeated WinoBias index)
 
 
 def _model_tokenizer(spec: ModelSpec, folder: Path, folders: dict[str, Path], fallback: str | None) -> Path:

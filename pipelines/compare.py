@@ -9,20 +9,20 @@ is `comparison: <path to comparison.md>`."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python pipelines/compare.py` from a checkout
 
-from debias.errors import UserError, exit_on_user_error  # noqa: E402
+from debias.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
+from debias.io import check_writable  # noqa: E402
 from debias.report import compare_runs  # noqa: E402
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders and/or multirun folders")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: <multirun>/comparison for one folder, "
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> Path:
     if out is None:
         out = (args.runs[0] / "comparison" if len(args.runs) == 1 and not (args.runs[0] / "report.json").exists()
                else Path("outputs/comparisons") / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    check_writable(out, f"--out {out}")
     markdown = compare_runs(args.runs, out)
     print(f"comparison: {markdown}")
     return markdown

@@ -12,6 +12,7 @@ import pytest
 
 from debias.errors import UserError
 from debias.stream import IndexedStream, StreamWriter, pack_texts, read_documents
+from debias.stream.mmidx import HEADER
 
 
 def run_cli(*args, cwd=None):
@@ -83,6 +84,17 @@ def truncate_bin(prefix):
     return data, "holds 119 bytes"
 
 
+def negative_length(prefix):
+    patch_bytes(prefix.with_suffix(".idx"), HEADER.size + 4 * 2, struct.pack("<i", -3))
+    return prefix.with_suffix(".idx"), "row 2 has length -3"
+
+
+def longer_bin(prefix):
+    with open(prefix.with_suffix(".bin"), "ab") as data:
+        data.write(b"\x00\x00")
+    return prefix.with_suffix(".bin"), "2 trailing bytes"
+
+
 def missing_shard(prefix):
     paths = shard(prefix, [7, 50, 51])
     paths[2].unlink()
@@ -112,8 +124,8 @@ def no_index(prefix):
 
 
 @pytest.mark.parametrize("corrupt", [corrupt_magic, corrupt_version, corrupt_dtype, truncate_index,
-                                     truncate_bin, missing_shard, misnumbered_shards,
-                                     shard_past_the_last, no_data, no_index])
+                                     truncate_bin, negative_length, longer_bin, missing_shard,
+                                     misnumbered_shards, shard_past_the_last, no_data, no_index])
 def test_bad_stream(tmp_path, corrupt):
     prefix = make_stream(tmp_path)
     name, what = corrupt(prefix)
@@ -123,6 +135,22 @@ def test_bad_stream(tmp_path, corrupt):
     assert str(name) in str(err.value) and what in str(err.value) and "\n" not in str(err.value)
     assert_one_line_error(run_cli("info", prefix), name, what)
     assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("row, pointer", [(4, 10 ** 9), (7, -2), (9, 12 * 5 * 2 - 8)])
+def test_a_row_pointing_outside_the_data_is_named_when_read(tmp_path, row, pointer):
+    """The index opens (its pointers are only read with their rows); reading that row, any block
+    holding it, or `info` (which checks every pointer) fails in one line naming it."""
+    prefix = make_stream(tmp_path)  # 12 rows of 5 uint16 tokens: 120 bytes
+    patch_bytes(prefix.with_suffix(".idx"), HEADER.size + 4 * 12 + 8 * row, struct.pack("<q", pointer))
+    stream = IndexedStream(prefix)
+    np.testing.assert_array_equal(stream.row(row - 1), np.arange(5 * (row - 1), 5 * row))  # its neighbour reads
+    for read in (lambda: stream.row(row), lambda: stream.rows(0, 12), lambda: list(stream.iter_blocks(0, 12, 5)),
+                 stream.check_index):
+        with pytest.raises(UserError, match=rf"document.idx: row {row} points to bytes {pointer:,}\.\."):
+            read()
+    assert_one_line_error(run_cli("show", prefix, "--row", row), f"row {row} points to bytes")
+    assert_one_line_error(run_cli("info", prefix), f"row {row} points to bytes")
 
 
 def test_window_past_the_end_and_bad_ratio_from_the_cli(tmp_path):

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -41,7 +41,7 @@ def load_config(cache_dir: str | None, overrides: list[str], model: str = "pythi
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m debias.demo", description=__doc__,
+    parser = ArgumentParser(prog="python -m debias.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the demo suite (cached: a second call only prints it)")

@@ -17,14 +17,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, PerplexityConfig, WinoBiasConfig
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.evaluate.catalog import metric_declarations
 from debias.evaluate.suite import evaluate_model
 from debias.io import write_json_atomic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m debias.evaluate", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m debias.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="Hugging Face GPT-NeoX folder with tokenizer.json")
     parser.add_argument("--crows-pairs", help="crows_pairs_anonymized.csv, or a hub name such as nyu-mll/crows_pairs")
     parser.add_argument("--bias-type", default="gender", help="CrowS-Pairs bias type ('' for all; default gender)")

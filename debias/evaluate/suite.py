@@ -9,6 +9,7 @@ machine before the model loads.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ import torch
 from debias.config import EvalConfig, PerplexityConfig
 from debias.errors import UserError
 from debias.evaluate.crows_pairs import evaluate_crows_pairs, load_crows_pairs
+from debias.evaluate.datafiles import ChecksumWarning, local_or_hub
 from debias.evaluate.device import resolve_device
+from debias.evaluate.heldout import TEXT_SUFFIXES
 from debias.evaluate.lambada import evaluate_lambada, load_lambada
-from debias.evaluate.manipulation import evaluate_manipulation
+from debias.evaluate.manipulation import evaluate_manipulation, fill
 from debias.evaluate.perplexity import evaluate_stream_perplexity, evaluate_text_perplexity
 from debias.evaluate.scorer import Scorer
 from debias.evaluate.winobias import evaluate_winobias, load_winobias
@@ -54,11 +57,42 @@ def evaluate_model(model_folder: str | Path, eval_cfg: EvalConfig | None = None,
     """Run the configured benchmarks on one model folder -> (metrics, items); `tokenizer` replaces
     the folder's tokenizer.json."""
     cfg = eval_cfg or EvalConfig()
+    check_inputs(cfg)  # a bad data file fails before the model loads (minutes for the largest)
     model, tokenizer, device = load_model(model_folder, cfg.device, cfg.dtype, cfg.gelu, tokenizer)
     scorer = Scorer(model, tokenizer, batch_size=cfg.batch_size, device=device, progress=progress)
     return evaluate_with_scorer(scorer, cfg, model_identity={
         "folder": str(model_folder), "gelu": model.config.gelu, "device": str(device),
         "dtype": scorer.precision, "parameters": sum(p.numel() for p in model.parameters())})
+
+
+def check_inputs(cfg: EvalConfig) -> None:
+    """Read every enabled benchmark's local data file now, so that a missing or malformed file fails
+    in one line before a pipeline trains for hours, not at the evaluation after it. Hub data sets
+    are left to the evaluation (they may need a download); nothing is scored."""
+    with warnings.catch_warnings():  # a differing checksum is reported once, by the evaluation itself
+        warnings.simplefilter("ignore", ChecksumWarning)
+        if cfg.crows_pairs.enabled:
+            source = _required(cfg.crows_pairs, "path", "crows_pairs")
+            if isinstance(local_or_hub(source, "CrowS-Pairs CSV", local_suffixes=(".csv",)), Path):
+                load_crows_pairs(source, cfg.crows_pairs.bias_type, check_pinned=False)
+        if cfg.winobias.enabled:
+            source = _required(cfg.winobias, "path", "winobias")
+            if isinstance(local_or_hub(source, "WinoBias folder"), Path):
+                load_winobias(source, splits=tuple(cfg.winobias.splits), check_pinned=False)
+        if cfg.lambada.enabled:
+            load_lambada(_required(cfg.lambada, "path", "lambada"), cfg.lambada.limit, check_pinned=False)
+        templates = cfg.manipulation.templates
+        if cfg.manipulation.enabled and templates is not None:
+            if not templates:  # an empty list would silently mean the bundled templates
+                raise UserError("eval.manipulation.templates=[]: no templates; give at least one, null for the "
+                                "bundled ones, or set eval.manipulation.enabled=false")
+            for template in templates:
+                fill(template)
+        text = cfg.perplexity.text
+        if cfg.perplexity.enabled and not (cfg.perplexity.stream and cfg.perplexity.rows) and text:
+            located = local_or_hub(text, "held-out text (eval.perplexity.text)", local_suffixes=TEXT_SUFFIXES)
+            if isinstance(located, Path) and not located.is_file():
+                raise UserError(f"{located}: eval.perplexity.text must be a file (.jsonl or plain text), not a folder")
 
 
 def evaluate_with_scorer(scorer: Scorer, eval_cfg: EvalConfig | None = None,

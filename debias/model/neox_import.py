@@ -26,7 +26,6 @@ function named in the file ever runs.
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.io import atomic_output, write_json_atomic
 from debias.model.architecture import GPTNeoXConfig
 from debias.model.flops import config_from_preset
@@ -408,7 +407,7 @@ def import_checkpoint(folder: str | Path, config: GPTNeoXConfig, out: str | Path
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m debias.model.neox_import", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m debias.model.neox_import", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="GPT-NeoX checkpoint folder (global_step<N>/)")
     parser.add_argument("--preset", required=True, help="model preset, e.g. conf/model/pythia-70m-deduped.yaml")
     parser.add_argument("--out", required=True, help="output folder: model/ (Hugging Face), optimizer_state.pt")

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import tempfile
 from pathlib import Path
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.io import write_json_atomic
 from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, TAGGER_CHOICES, check_pass
 from debias.rewrite.lexicon import DIRECTIONS, check_direction
@@ -31,7 +31,7 @@ from debias.stream.geometry import Window
 from debias.tokenizer import tokenizer_path
 
 def text_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m debias.rewrite", description="Rewrite pronouns in stdin lines.",
+    p = ArgumentParser(prog="python -m debias.rewrite", description="Rewrite pronouns in stdin lines.",
                                 epilog="Subcommands: window (rewrite a stream window), verify DIR.")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json (or its folder)")
     p.add_argument("--direction", required=True, help=f"one of {', '.join(DIRECTIONS)}")
@@ -40,7 +40,7 @@ def text_parser() -> argparse.ArgumentParser:
 
 
 def window_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m debias.rewrite window", description="Rewrite a stream window.")
+    p = ArgumentParser(prog="python -m debias.rewrite window", description="Rewrite a stream window.")
     p.add_argument("--source", required=True, help="stream prefix or .idx")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tokenizer", required=True)
@@ -89,7 +89,7 @@ def run_window(argv: list[str]) -> None:
 
 
 def verify_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m debias.rewrite verify",
+    p = ArgumentParser(prog="python -m debias.rewrite verify",
                                 description="Check a finished pass, then re-read a sample of it independently.")
     p.add_argument("out", help="output folder of a finished pass")
     p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE_WORDS,
@@ -110,8 +110,12 @@ def run_verify(argv: list[str]) -> None:
         raise UserError(f"--tagger {args.tagger}: use one of {', '.join(TAGGER_CHOICES)}")
     if args.json:
         folder = Path(args.json).resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UserError(f"--json {args.json}: cannot write into {folder} (choose a writable folder)")
+        try:  # a real file: os.access answers yes to root even where the write then fails
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".verify-json-"):
+                pass
+        except OSError as err:
+            raise UserError(f"--json {args.json}: cannot write into {folder} ({err.strerror}; choose a writable "
+                            f"folder)") from None
     problems = verify_pass(args.out, progress=not args.quiet)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""

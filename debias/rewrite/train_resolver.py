@@ -10,7 +10,6 @@ LAMBADA's passages (novels) are the only plain English prose at hand; the model 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.io import write_json_atomic
 from debias.rewrite.context import REWRITE
 from debias.rewrite.detect import classify, find_forms
@@ -90,7 +89,7 @@ def train(texts: list[str], tokenizer: str, seed: int = 0, min_weight: float = 0
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m debias.rewrite.train_resolver", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m debias.rewrite.train_resolver", description=__doc__.split("\n\n")[0])
     parser.add_argument("--text", required=True, help="JSONL with a 'text' field per line")
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N texts")

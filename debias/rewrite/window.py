@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from debias.errors import UserError
-from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from debias.io import check_writable, sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from debias.rewrite import lexicon
 from debias.rewrite.context import REASONS
 from debias.rewrite.core import BlockAudit, rewrite_rows
@@ -131,6 +131,7 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     vocab_size = load_tokenizer(tokenizer).get_vocab_size(with_added_tokens=True)
     stream = source if isinstance(source, IndexedStream) else IndexedStream(source)
     out_dir = Path(out_dir)
+    check_writable(out_dir)
     _check_output_is_not_input(stream, out_dir)
     window.check_fits(stream)
     _check_vocabulary(stream, window, vocab_size, tokenizer)

@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 from debias.stream.geometry import Geometry, Window
 from debias.stream.mmidx import IndexedStream
 
@@ -119,7 +119,7 @@ def show_rows(stream: IndexedStream, rows: range, ids: bool, tokenizer, step: in
 # argument parsing
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m debias.stream", description=__doc__,
+    parser = ArgumentParser(prog="python -m debias.stream", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "info":
-        info = describe_stream(IndexedStream(args.path), geometry_from(args))
+        stream = IndexedStream(args.path)
+        stream.check_index()  # info describes rows it never reads: check where they all point
+        info = describe_stream(stream, geometry_from(args))
         print(json.dumps(info, indent=2)) if args.json else print_info(info)
     elif args.command == "show":
         stream, geometry = IndexedStream(args.path), geometry_from(args)

@@ -10,13 +10,12 @@ into the run dir. `plan` prints tokens per arm, throughput and GPU-hours (see `p
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
-from debias.errors import UserError, exit_on_user_error
+from debias.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 @exit_on_user_error
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plan"]:
         return plan_command(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m debias.train", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m debias.train", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="train_job.json written by debias.train.launch_training")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help="set by the deepspeed launcher (LOCAL_RANK is read from the environment)")
@@ -52,7 +51,7 @@ def plan_command(argv: list[str]) -> None:
     from debias.train.plan import (DEVICES, MEASURED_SOURCE, cost_plan, measured_from_results, model_size,
                                    plan_table)
 
-    parser = argparse.ArgumentParser(prog="python -m debias.train plan",
+    parser = ArgumentParser(prog="python -m debias.train plan",
                                      description="GPU-hours and wall time of a run (both arms and evaluations), before it starts")
     parser.add_argument("--model", action="append", help="e.g. pythia-1.4b (repeat for several); default with --all: 160m..12b")
     parser.add_argument("--ratio", type=float, action="append", help="window as a share of training, e.g. 0.07 (repeatable)")

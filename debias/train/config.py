@@ -192,6 +192,8 @@ class TrainerConfig:
         for key in ("compile", "activation_checkpointing"):
             if getattr(self, key) not in ("auto", True, False):
                 raise UserError(f"trainer.{key}={getattr(self, key)!r}: must be true, false or auto")
+        if isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float)) or not self.grad_clip >= 0:
+            raise UserError(f"trainer.grad_clip={self.grad_clip!r}: must be a number >= 0 (Pythia: 1.0; 0 turns clipping off)")
         if isinstance(self.adam_warmup_steps, bool) or not isinstance(self.adam_warmup_steps, int) or self.adam_warmup_steps < 0:
             raise UserError(f"trainer.adam_warmup_steps={self.adam_warmup_steps!r}: must be an integer >= 0")
         if not isinstance(self.optimizer_state, (str, os.PathLike)) or not str(self.optimizer_state):

@@ -166,7 +166,8 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
         loss = all_reduce_mean(loss / layout.grad_accum).item()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss} at step {global_step} ({phase}) of the run in {run_dir}; it stopped "
-                                   f"there, {describe_latest(run_dir)}; lower the learning rate or check the data")
+                                   f"there, {describe_latest(run_dir)}; lower the learning rate, or check the data "
+                                   "and the starting checkpoint's weights")
         try:
             grad_norm = engine.step(lr)
         except FloatingPointError as err:
