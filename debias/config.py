@@ -347,7 +347,7 @@ class EvalConfig:
     # None = the folder's config.json (transformers: exact); "tanh" = as Pythia trained
     gelu: Optional[str] = None
     batch_size: int = 32                      # sequences per forward pass
-    bootstrap_samples: int = 2000             # bootstrap resamples for every interval and paired test
+    bootstrap_samples: int = 10_000           # bootstrap resamples for every interval and paired test (p floor 2/(n+1))
     seed: int = 1234                          # bootstrap seed
     check_pinned: bool = True                 # warn when a data file's sha256 differs from the original release's
     crows_pairs: CrowsPairsConfig = field(default_factory=CrowsPairsConfig)

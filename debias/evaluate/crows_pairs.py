@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from debias.config import EvalConfig
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.association import FIELD, GROUP_FIELD, STEREOTYPED_GENDERS, association_metrics
@@ -203,8 +204,8 @@ def differing_spans(a: str, b: str) -> int:
     return sum(1 for op, *_ in matcher.get_opcodes() if op != "equal")
 
 
-def evaluate_crows_pairs(scorer: Scorer, data: CrowsPairsData, n_resamples: int = 2000,
-                         seed: int = 1234) -> tuple[dict, dict]:
+def evaluate_crows_pairs(scorer: Scorer, data: CrowsPairsData, n_resamples: int = EvalConfig.bootstrap_samples,
+                         seed: int = EvalConfig.seed) -> tuple[dict, dict]:
     """Metrics (report section) and per-pair items `{pair_id: {stereotype, ll_diff, ...}}`."""
     requests = [scorer.sentence_request(s) for p in data.pairs for s in (p.sent_more, p.sent_less)]
     scores = scorer.score(requests, desc="crows-pairs")

@@ -20,14 +20,15 @@ from typing import Mapping
 
 import numpy as np
 
+from debias.config import EvalConfig
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.catalog import BENCHMARKS
 from debias.evaluate.declarations import GROUP_STATISTICS, MetricDeclaration, PairedTest
 
 
-def compare_items(items_a: Mapping, items_b: Mapping, *, n_resamples: int = 2000,
-                  seed: int = 1234) -> dict:
+def compare_items(items_a: Mapping, items_b: Mapping, *, n_resamples: int = EvalConfig.bootstrap_samples,
+                  seed: int = EvalConfig.seed) -> dict:
     """`{benchmark: {metric name: result}}` for model A against model B (see the module doc).
     Benchmarks without declarations are skipped."""
     out: dict[str, dict] = {}

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from debias.config import EvalConfig
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.declarations import (Better, BenchmarkDeclaration, HeadlineRole, MetricDeclaration,
@@ -45,7 +46,7 @@ def row_requests(row: np.ndarray, window: int) -> list[Request]:
 
 
 def score_rows(scorer: Scorer, rows: Sequence[np.ndarray], row_ids: Sequence[str], source: str,
-               window: int | None = None, n_resamples: int = 2000, seed: int = 1234) -> tuple[dict, dict]:
+               window: int | None = None, n_resamples: int = EvalConfig.bootstrap_samples, seed: int = EvalConfig.seed) -> tuple[dict, dict]:
     """Perplexity over `rows` (token id arrays) -> (metrics, items keyed by `row_ids`)."""
     window = int(window or scorer.max_length or 2048)
     if window < 1:
@@ -72,8 +73,8 @@ def score_rows(scorer: Scorer, rows: Sequence[np.ndarray], row_ids: Sequence[str
 
 
 def evaluate_stream_perplexity(scorer: Scorer, stream: str | Path, rows: tuple[int, int],
-                               window: int | None = None, n_resamples: int = 2000,
-                               seed: int = 1234, source: str | None = None) -> tuple[dict, dict]:
+                               window: int | None = None, n_resamples: int = EvalConfig.bootstrap_samples,
+                               seed: int = EvalConfig.seed, source: str | None = None) -> tuple[dict, dict]:
     """Perplexity over stream rows [start, stop), which should lie outside any training window;
     `source` says where they lie (default: the rows and the stream, making no claim)."""
     opened = IndexedStream(stream)
@@ -90,8 +91,8 @@ def evaluate_stream_perplexity(scorer: Scorer, stream: str | Path, rows: tuple[i
 
 def evaluate_text_perplexity(scorer: Scorer, text: str | Path, *, text_field: str = "text",
                              config: str | None = None, split: str = "test", row_length: int | None = None,
-                             max_rows: int = 64, window: int | None = None, n_resamples: int = 2000,
-                             seed: int = 1234) -> tuple[dict, dict]:
+                             max_rows: int = 64, window: int | None = None, n_resamples: int = EvalConfig.bootstrap_samples,
+                             seed: int = EvalConfig.seed) -> tuple[dict, dict]:
     """Perplexity over held-out text packed into up to `max_rows` rows of `row_length` tokens
     (default: the model's context + 1, as Pythia's 2049-token rows for a 2048 context)."""
     documents, described = read_heldout_documents(text, text_field, config, split)

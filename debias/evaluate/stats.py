@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats
 
+from debias.config import EvalConfig
 from debias.errors import UserError
 
 CONFIDENCE = 0.95
@@ -124,7 +125,7 @@ def _two_sided_p(draws: np.ndarray, n_resamples: int) -> float:
 
 
 def bootstrap(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean, *,
-              strata: Sequence | None = None, n_resamples: int = 2000, seed: int = 1234,
+              strata: Sequence | None = None, n_resamples: int = EvalConfig.bootstrap_samples, seed: int = EvalConfig.seed,
               confidence: float = CONFIDENCE) -> dict:
     """statistic(values) with a percentile interval and a two-sided bootstrap p against 0,
     resampling items (within `strata` if given). Same conventions as `paired_bootstrap`."""
@@ -142,7 +143,7 @@ def bootstrap(values: Sequence[float], statistic: Callable[[np.ndarray], float] 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float],
                      statistic: Callable[[np.ndarray], float] = np.mean, *,
-                     strata: Sequence | None = None, n_resamples: int = 2000, seed: int = 1234,
+                     strata: Sequence | None = None, n_resamples: int = EvalConfig.bootstrap_samples, seed: int = EvalConfig.seed,
                      confidence: float = CONFIDENCE) -> dict:
     """Difference statistic(a) − statistic(b) over the same items, resampling items jointly
     (within `strata` when given: see `resample_indices`).

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from debias.config import EvalConfig
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.association import FIELD, GROUP_FIELD, STEREOTYPED_GENDERS, association_metrics
@@ -295,8 +296,8 @@ def coreference_prompt(sentence: WinoSentence) -> str:
     return f"{sentence.text} '{sentence.pronoun}' refers to the"
 
 
-def evaluate_winobias(scorer: Scorer, data: WinoBiasData, n_resamples: int = 2000,
-                      seed: int = 1234) -> tuple[dict, dict]:
+def evaluate_winobias(scorer: Scorer, data: WinoBiasData, n_resamples: int = EvalConfig.bootstrap_samples,
+                      seed: int = EvalConfig.seed) -> tuple[dict, dict]:
     occupations = sorted(data.stereotypes)
     pairs = data.pairs
 

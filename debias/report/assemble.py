@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from debias.config import EvalConfig
 from debias.evaluate import metric_declarations
 from debias.report.reading import (HEADLINE_ROLES, arm_metrics, comparison_label, format_number, primary_comparison,
                                    read_metric, report_paired_results)
@@ -46,7 +47,7 @@ def comparison_pairs(arms) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in arms and b in arms]
 
 
-def paired_comparisons(items: Mapping[str, Mapping], n_resamples: int = 2000, seed: int = 1234) -> dict:
+def paired_comparisons(items: Mapping[str, Mapping], n_resamples: int = EvalConfig.bootstrap_samples, seed: int = EvalConfig.seed) -> dict:
     """Paired tests on the same items for `comparison_pairs`, with `n_resamples` bootstrap resamples
     from `seed` (the run's eval.bootstrap_samples and eval.seed)."""
     from debias.evaluate import compare_items

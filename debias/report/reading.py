@@ -29,7 +29,7 @@ HEADLINE_ROLES = (HeadlineRole.ASSOCIATION, HeadlineRole.BLANKET_SHIFT, Headline
 PLOTTED_BREAKDOWNS = ("winobias.occupations",)
 
 # Printed beside every table of paired tests, so that nobody reads a bootstrap p at its floor as exact.
-P_NOTE = ("p (bootstrap) is two-sided with a floor of 2/(resamples+1), 0.0010 at the default 2,000 resamples: "
+P_NOTE = ("p (bootstrap) is two-sided with a floor of 2/(resamples+1) (eval.bootstrap_samples): "
           "read it as 'at most'; p (McNemar) is exact.")
 
 
