@@ -54,7 +54,7 @@ def test_winobias_loads_8_files_pairs_them_and_lists_misaligned(shared_data):
     assert data.stereotypes_source == "occupation files"
     assert sorted(set(data.stereotypes.values())) == ["female", "male"] and len(data.stereotypes) == 40
     misaligned = data.misaligned
-    assert 15 <= len(misaligned) <= 25  # FACTS: about 20 of 1,584
+    assert 15 <= len(misaligned) <= 25  # docs/facts.md §6: about 20 of 1,584
     for pair in misaligned:
         assert swapped(pair.pro, pair.anti) != pair.anti.text
     for pair in data.pairs:

@@ -243,7 +243,7 @@ def test_save_pretrained_writes_tokenizer_and_refuses_foreign_folders(tmp_path, 
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    assert tokenizer("The nurse said he").input_ids[-1] == 344  # " he" (FACTS §3)
+    assert tokenizer("The nurse said he").input_ids[-1] == 344  # " he" (docs/facts.md §3)
     assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.eos_token_id == 0
 
     # a model loaded from that folder remembers the tokenizer and passes it on

@@ -48,14 +48,14 @@ def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         assert torch.equal(a[key], b[key]), key
 
 
-# --- schedule (FACTS §5), expected values written independently of debias.train.schedule -------
+# --- schedule (docs/facts.md §5), expected values written independently of debias.train.schedule -------
 
 PYTHIA_PEAK_LR = {"70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 2.5e-4, "1.4b": 2e-4, "2.8b": 1.6e-4,
                   "6.9b": 1.2e-4, "12b": 1.2e-4}
 
 
 def facts_lr(n: int, peak: float) -> float:
-    """FACTS §5: lr = max(floor, peak/2 * (1 + cos(pi * (n - w) / 143000))), w = 1430, floor = 0.1 peak."""
+    """docs/facts.md §5: lr = max(floor, peak/2 * (1 + cos(pi * (n - w) / 143000))), w = 1430, floor = 0.1 peak."""
     return max(0.1 * peak, peak / 2 * (1 + math.cos(math.pi * (n - 1430) / 143000)))
 
 

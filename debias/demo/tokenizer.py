@@ -1,6 +1,6 @@
 """A byte-level BPE tokenizer for the demo corpus, built like GPT-NeoX-20B's.
 
-Same pipeline as the tokenizer every Pythia model uses (FACTS §3): NFC normalizer, byte-level
+Same pipeline as the tokenizer every Pythia model uses (docs/facts.md §3): NFC normalizer, byte-level
 pre-tokenizer without a prefix space, byte-level decoder, `<|endoftext|>` = 0 and `<|padding|>` = 1.
 Only the vocabulary is learned from the demo corpus, so the rewriter builds its pronoun tables
 from this file exactly as it does from GPT-NeoX-20B's.

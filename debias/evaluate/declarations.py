@@ -42,7 +42,7 @@ class Better(str, Enum):
 
 
 class HeadlineRole(str, Enum):
-    """Where a metric stands in a report's headline (docs/architecture.md, "Reports")."""
+    """Where a metric stands in a report's headline (docs/architecture.md, "debias.report")."""
 
     ASSOCIATION = "association"      # stereotype association, blind to a blanket gender shift
     BLANKET_SHIFT = "blanket shift"  # the overall preference for the feminine form
