@@ -1,7 +1,7 @@
 """The Hydra application around the pipelines (pipelines/intervene.py, pipelines/evaluate.py).
 
     if __name__ == "__main__":
-        run_hydra_app(main)          # main: a @hydra.main task function
+        hydra_app("config", job)()   # conf/config.yaml composed; job(cfg, run_dir) does the work
 
 - Bad settings end in one line on stderr and exit status 2: Hydra prints its composition errors
   as a page of text and exits 1; with HYDRA_FULL_ERROR it raises them instead, and
@@ -25,11 +25,31 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from debias.config import one_line, register_configs, schema_class, unknown_key_line
-from debias.errors import EXIT_BAD_INPUT, UserError
+from debias.errors import EXIT_BAD_INPUT, UserError, exit_on_user_error
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def hydra_app(config_name: str, job: Callable[[DictConfig, Path], None]) -> Callable[[], Any]:
+    """The entry point of a pipeline: Hydra composes conf/<config_name>.yaml (command-line overrides,
+    sweeps, launchers as usual) and each job runs `job(cfg, run_dir)` in its run folder. A UserError
+    anywhere ends in one line on stderr and exit status 2, and leaves no run folder behind. The job
+    name (run folders' log file, Hydra's job records) is `hydra.job.name` in that config file."""
+
+    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
+    @exit_on_user_error
+    def main(cfg: DictConfig) -> None:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        with refused_runs_leave_nothing(run_dir):
+            job(cfg, run_dir)
+
+    return lambda: run_hydra_app(main)
 
 
 def register() -> None:

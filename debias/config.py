@@ -418,12 +418,13 @@ def as_dict(config: Any) -> dict:
 # ---- reading Hydra's composed config --------------------------------------------------------------------------------------
 
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (conf/config.yaml and conf/data/*.yaml name
-    it). Call before Hydra composes conf/."""
+    """Register the schemas with Hydra's ConfigStore (conf/config.yaml and conf/data/*.yaml name
+    them, and conf/evaluate.yaml its own). Call before Hydra composes conf/."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="debias_schema", node=RunConfig)
+    store.store(name="evaluate_schema", node=EvaluateModelsConfig)  # defined below; called at run time
     store.store(group="schema/data", name="stream", node=StreamDataConfig)
     store.store(group="schema/data", name="demo", node=DemoDataConfig)
 
@@ -689,12 +690,3 @@ class EvaluateModelsConfig:
 
     def model_specs(self) -> list[ModelSpec]:
         return self.audit.model_specs() if self.audit is not None else model_specs(self.models)
-
-
-def register_evaluate_configs() -> None:
-    """The schema conf/evaluate.yaml names, before Hydra composes it (the audit presets merge into
-    its `audit: AuditConfig`)."""
-    from hydra.core.config_store import ConfigStore
-
-    register_configs()
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateModelsConfig)

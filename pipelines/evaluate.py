@@ -16,36 +16,25 @@ functions: debias.stages.evaluate_models and models_plan.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python pipelines/evaluate.py` from a plain checkout
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from debias.app import refused_runs_leave_nothing, run_hydra_app  # noqa: E402
-from debias.config import EvaluateModelsConfig, register_evaluate_configs, to_config  # noqa: E402
-from debias.errors import exit_on_user_error  # noqa: E402
+from debias.app import hydra_app
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    from debias import stages
+def evaluate(cfg: DictConfig, run_dir: Path) -> None:
+    from debias import stages  # after Hydra has composed and checked the settings
+    from debias.config import EvaluateModelsConfig, to_config
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with refused_runs_leave_nothing(run_dir):
-        config = to_config(cfg, EvaluateModelsConfig)
-        if config.plan:
-            lines = stages.models_plan(config)
-            shutil.rmtree(run_dir, ignore_errors=True)  # a plan writes nothing
-            print("\n".join(lines))
-            return
-        stages.evaluate_models(config, run_dir)
+    config = to_config(cfg, EvaluateModelsConfig)
+    if config.plan:
+        lines = stages.models_plan(config)
+        shutil.rmtree(run_dir, ignore_errors=True)  # a plan writes nothing
+        print("\n".join(lines))
+        return
+    stages.evaluate_models(config, run_dir)
 
 
 if __name__ == "__main__":
-    register_evaluate_configs()  # the schema conf/evaluate.yaml names
-    run_hydra_app(main)
+    hydra_app("evaluate", evaluate)()

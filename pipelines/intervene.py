@@ -10,29 +10,19 @@ bad settings into one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python pipelines/intervene.py` from a plain checkout
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from debias.app import refused_runs_leave_nothing, run_hydra_app  # noqa: E402
-from debias.config import to_run_config  # noqa: E402
-from debias.errors import exit_on_user_error  # noqa: E402
+from debias.app import hydra_app
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    from debias import stages
+def intervene(cfg: DictConfig, run_dir: Path) -> None:
+    from debias import stages  # after Hydra has composed and checked the settings
+    from debias.config import to_run_config
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with refused_runs_leave_nothing(run_dir):
-        stages.run(to_run_config(cfg), run_dir)
+    stages.run(to_run_config(cfg), run_dir)
 
 
 if __name__ == "__main__":
-    run_hydra_app(main)
+    hydra_app("config", intervene)()

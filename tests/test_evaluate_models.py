@@ -407,9 +407,9 @@ def test_audit_plan_names_every_model_and_revision_without_downloading(tmp_path)
 def test_audit_revisions_window_covers_every_checkpoint_of_each_window():
     from hydra import compose, initialize_config_dir
 
-    from debias.config import register_evaluate_configs, to_config
+    from debias.config import register_configs, to_config
 
-    register_evaluate_configs()
+    register_configs()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=["audit=released", "audit.revisions=window",
                                                           "audit.only=[70m,long-1.4b]"])
