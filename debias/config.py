@@ -22,6 +22,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
@@ -417,11 +418,25 @@ def as_dict(config: Any) -> dict:
 
 # ---- reading Hydra's composed config --------------------------------------------------------------------------------------
 
+SHARED_DATA_ENV = "DEBIAS_SHARED_DATA"
+
+
+def shared_data_path(relative: str = "") -> str:
+    """Where the real data lives (tokenizer, benchmarks): $DEBIAS_SHARED_DATA, else the shared/data
+    folder beside the project checkout. Beside the checkout, not beside the working directory, so a
+    run started from any folder (a SLURM job, a test's temporary folder) finds the same files.
+    The presets write it as ${shared_data:crows_pairs/crows_pairs_anonymized.csv}."""
+    root = os.environ.get(SHARED_DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data"
+    return str(Path(root) / relative) if relative else str(root)
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (conf/config.yaml and conf/data/*.yaml name
-    them, and conf/evaluate.yaml its own). Call before Hydra composes conf/."""
+    them, and conf/evaluate.yaml its own) and the ${shared_data:...} resolver the presets use.
+    Call before Hydra composes conf/."""
     from hydra.core.config_store import ConfigStore
 
+    OmegaConf.register_new_resolver("shared_data", shared_data_path, replace=True)
     store = ConfigStore.instance()
     store.store(name="debias_schema", node=RunConfig)
     store.store(name="evaluate_schema", node=EvaluateModelsConfig)  # defined below; called at run time
