@@ -290,3 +290,16 @@ def test_the_run_folder_goes_through_unique_dir():
     cfg = composed(hydra=True)
     raw = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
     assert raw.startswith("${unique_dir:'outputs/runs/${now:%Y-%m-%d_%H-%M-%S}_${intervention.direction}_r")
+
+
+def test_real_data_paths_lie_beside_the_checkout_whatever_the_working_folder(tmp_path, monkeypatch):
+    """${shared_data:...} resolves when read, so the folder a run starts in does not move the data,
+    and $DEBIAS_SHARED_DATA, read at that moment, wins."""
+    overrides = ("data=pile-deduped", "data.stream=/x/document", "eval=pythia", "model=pythia-70m-deduped")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEBIAS_SHARED_DATA", raising=False)
+    beside = to_run_config(composed(*overrides))
+    assert beside.eval.crows_pairs.path == str(ROOT.parent / "shared" / "data" / "crows_pairs" / "crows_pairs_anonymized.csv")
+    assert beside.data.tokenizer == str(ROOT.parent / "shared" / "data" / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
+    monkeypatch.setenv("DEBIAS_SHARED_DATA", str(tmp_path / "mirror"))
+    assert to_run_config(composed(*overrides)).eval.winobias.path == str(tmp_path / "mirror" / "winobias")
