@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,23 @@ def test_dry_run_measures_every_item_on_cpu(tmp_path):
         assert items["evaluate_tiny"]["seconds"] > 0 and items["evaluate_tiny"]["n"]["crows_pairs"] == 262
     assert "deepspeed_vs_torch" in results["targets"]
     assert f"wrote {out}" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_budget_bounds_the_whole_check_and_names_what_it_left_out(tmp_path):
+    """--budget covers the script from its first line: a budget too short for every item ends on
+    time, with each item left out recorded as skipped (so the default, 460 s, ends within 8 minutes)."""
+    out, budget = tmp_path / "gpu.json", 30  # the four tiny items take ~45 s on 2 cores
+    started = time.monotonic()
+    result = run_check("--dry-run", "--budget", str(budget), "--out", str(out))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert elapsed <= budget + 5, f"{elapsed:.1f} s for a budget of {budget} s"
+    items = json.loads(out.read_text())["items"]
+    assert set(items) == {"trainer_tiny", "transformers_tiny", "deepspeed_tiny", "evaluate_tiny"}
+    left_out = [key for key, item in items.items()
+                if "time budget" in item.get("skipped", "") or "timed out" in item.get("error", "")]
+    assert left_out and all(key in left_out or items[key].get("wall_seconds") for key in items), items
+    refused = run_check("--dry-run", "--budget", "soon")
+    assert refused.returncode == 2 and refused.stderr.strip() == \
+        "error: gpu_check.sh: --budget soon: give whole seconds, e.g. --budget 460"
