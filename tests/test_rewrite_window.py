@@ -113,6 +113,28 @@ def test_larger_pass_is_reused_for_a_smaller_window(stream, neox_tokenizer_path,
     assert other.stream != first.stream and other.first_row == 0
 
 
+def test_reuse_clears_an_interrupted_pass_and_never_mixes_with_another(stream, neox_tokenizer_path, tmp_path):
+    """A window whose own pass was killed, then served by a finished larger pass, keeps no partial
+    rows; a folder that holds a finished pass of another configuration is refused, not overwritten."""
+    g = geometry(stream)
+    big, small = Window.from_ratio(g, 0.21), Window.from_ratio(g, 0.07)
+    options = dict(workers=1, block_rows=64, progress=False)
+    rewrite_window(stream, big, tmp_path / "r21", neox_tokenizer_path, "m2f", **options)
+    interrupted = tmp_path / "r07" / ".partial"
+    interrupted.mkdir(parents=True)
+    (interrupted / "rewritten.bin").write_bytes(bytes(4096))
+    (interrupted / "block-000000.json").write_text("{}")
+    served = rewrite_window(stream, small, tmp_path / "r07", neox_tokenizer_path, "m2f", reuse=[tmp_path / "r21"],
+                            **options)
+    assert served.stream == tmp_path / "r21" / "rewritten" and not interrupted.exists()
+    other = tmp_path / "f2m"
+    rewrite_window(stream, small, other, neox_tokenizer_path, "f2m", **options)
+    before = {path.name: path.read_bytes() for path in other.iterdir() if path.is_file()}
+    with pytest.raises(UserError, match=f"{other}: holds a finished pass of a different configuration"):
+        rewrite_window(stream, small, other, neox_tokenizer_path, "m2f", reuse=[tmp_path / "r21"], **options)
+    assert {path.name: path.read_bytes() for path in other.iterdir() if path.is_file()} == before
+
+
 def counts(audit: dict) -> dict:
     """Everything an audit counts: all but its snippets and the note on where it came from."""
     return {k: v for k, v in audit.items() if k not in ("sample", "derived_from")}

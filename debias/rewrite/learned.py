@@ -64,7 +64,7 @@ def neighbours(flat, row_length, pos, form, t: TokenTables):
 def load_model(path: str | None = None) -> dict:
     path = Path(path) if path else MODEL_PATH
     if not path.is_file():
-        raise UserError(f"{path}: learned resolver missing (train it with python -m debias.rewrite.learned, "
+        raise UserError(f"{path}: learned resolver missing (train it with python -m debias.rewrite.train_resolver, "
                         f"or use resolver=rules|spacy)")
     return json.loads(path.read_text())
 

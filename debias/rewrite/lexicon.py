@@ -124,9 +124,7 @@ GAS_VERBS = frozenset(
 HELIUM_AFTER = frozenset(
     "atom atoms gas gases ion ions nuclei nucleus isotope isotopes ii plasma plasmas abundance "
     "abundances mixture mixtures bubble bubbles droplet droplets beam beams cooling cryostat "
-    "dewar film films flow flux lamp line lines recoil bath cell".split()
-)
-HELIUM_AFTER = HELIUM_AFTER | frozenset(
+    "dewar film films flow flux lamp line lines recoil bath cell "
     "pressure buffer carrier purge leak jet discharge density content concentration fraction "
     "temperature nmr spectrum spectra atmosphere environment".split()
 )

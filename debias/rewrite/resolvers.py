@@ -5,7 +5,7 @@ Three resolvers with one interface, `choose(flat, row_length, pos, form, tables)
   rules    next-word rules over lookup tables (vectorised, scan speed)
   spacy    the en_core_web_sm tagger/parser on short decoded windows (accurate, ~1 ms a pronoun)
   learned  a logistic regression on neighbouring-token features, trained on the tagger's labels
-           (`python -m debias.rewrite.learned`), applied as lookup tables (scan speed)
+           (`python -m debias.rewrite.train_resolver`), applied as lookup tables (scan speed)
 Choice 0 is the first target listed in `lexicon` (his: det, her: obj); choice 1 the second.
 """
 

@@ -26,8 +26,8 @@ from debias.tokenizer import load_tokenizer, tokenizer_path
 
 FIRST_WORD = re.compile(r"\s*(\w+)")  # the word a piece of text starts with
 
-LUT_MIN_SIZE = 1 << 16
-DOCUMENT_BREAK = 255  # code_weight's value for special tokens (end-of-text): spans end there  # tables cover every uint16 value, so uint16 rows index them unchecked
+LUT_MIN_SIZE = 1 << 16  # tables cover every uint16 value, so uint16 rows index them unchecked
+DOCUMENT_BREAK = 255  # code_weight's value for special tokens (end-of-text): spans end there
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ class TokenTables:
         self.amino_acid = self.lut(lambda s: s.strip() in lexicon.AMINO_ACIDS)
         self.any_amino_acid = self.lut(lambda s: s.strip() in lexicon.AMINO_ACIDS | lexicon.AMINO_ACIDS_AMBIGUOUS)
         self.histidine_after = self.word_lut(lexicon.HISTIDINE_AFTER)
-        # code: a weight per token (2 strong evidence, 1 weak); pronoun tokens weigh nothing, so
+        # code: a weight per token (STRONG or WEAK evidence); pronoun tokens weigh nothing, so
         # a rewrite never changes a span's score and the output scores as its input did
         weight = np.zeros(self.lut_size, dtype=np.uint8)
         weight[: self.vocab_size] = [code_weight(s) for s in self.strings]

@@ -62,8 +62,7 @@ def verify_pass(out_dir, progress: bool = True) -> list[str]:
     if output.row_length != manifest["window"]["geometry"]["row_length"]:
         problems.append(f"{bin_path}: rows are {output.row_length} tokens, not "
                         f"{manifest['window']['geometry']['row_length']}")
-    special = np.zeros(tables.lut_size, dtype=bool)
-    special[: tables.vocab_size] = tables.is_empty[: tables.vocab_size]
+    special = tables.is_special
     pieces = WordPieces(tables.tokenizer)
     remaining, changed = Counter(), 0
     first_unaccounted = None

@@ -140,10 +140,13 @@ def rewrite_window(source, window: Window, out_dir, tokenizer, direction: str, f
     config = pass_config(stream, tokenizer, direction, fraction, seed, resolver)
     key = sha256_json(config)
     folder = find_reusable(out_dir, key, window, [Path(p) for p in reuse])
+    if folder != out_dir:  # a new pass, or a record of another folder's rows: either would mix with this output
+        _refuse_other_output(out_dir, key, window)
     if folder is not None:
+        if folder != out_dir and (out_dir / ".partial").is_dir():
+            _remove_partial(out_dir / ".partial")  # an interrupted pass of this window, served from `folder` now
         return _reuse(folder, out_dir, window, stream, get_tables(tokenizer, direction), resolver, seed,
                       fraction, progress)
-    _refuse_other_output(out_dir, key, window)
 
     span = (window.start_row, window.end_row)
     row_bytes = window.geometry.row_length * stream.dtype.itemsize
