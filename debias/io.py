@@ -13,8 +13,9 @@ import mmap
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -32,19 +33,20 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
-    _remove(tmp)
+    remove_path(tmp, ignore_errors=True)
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        _remove(tmp)
+        remove_path(tmp, ignore_errors=True)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path, ignore_errors: bool = False) -> None:
+    """Remove a file, a link (not what it points to) or a folder with everything in it, if there."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=ignore_errors)
     elif path.exists() or path.is_symlink():
         path.unlink()
 
@@ -69,6 +71,51 @@ def check_writable(folder: str | os.PathLike, label: str | None = None) -> None:
             pass
     except OSError as err:
         raise UserError(f"{label}: cannot write in {existing} ({err.strerror or err}); choose a writable folder") from None
+
+
+def check_writable_file(path: str | os.PathLike, label: str) -> None:
+    """A one-line UserError, starting with `label` (e.g. "--out report.json"), unless a file can be
+    written at `path`: not a folder, in a folder that exists and takes new files. A real file is
+    tried, since os.access answers yes to root where the write then fails. Creates nothing."""
+    from debias.errors import UserError
+
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{label}: is a folder; give a file name inside it, e.g. {target / 'out.json'}")
+    folder = target.absolute().parent
+    if not folder.is_dir():
+        raise UserError(f"{label}: folder {folder} does not exist; create it first")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".check"):
+            pass
+    except OSError as err:
+        raise UserError(f"{label}: cannot write in {folder} ({err.strerror or err}); choose a writable folder") from None
+
+
+def jsonl_strings(lines: Iterable[str], path: str | os.PathLike, field: str, fix: str) -> Iterator[tuple[int, str]]:
+    """(line number, the string in `field`) for every non-blank line of a JSONL file; a one-line
+    UserError naming the file, the line and `fix` for a line that is not an object holding a string
+    there. The one reader of JSONL text (training documents, held-out text, LAMBADA)."""
+    from debias.errors import UserError
+
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path}:{number}: not a JSON object; {fix}") from None
+        if not isinstance(record, dict) or field not in record:
+            raise UserError(f"{path}:{number}: no {field!r} field; {fix}")
+        text = record[field]
+        if not isinstance(text, str):
+            raise UserError(f"{path}:{number}: {field!r} is {type(text).__name__}, not a string; {fix}")
+        yield number, text
+
+
+def utc_now() -> str:
+    """The time now, as the reports and cache manifests record it (ISO 8601, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

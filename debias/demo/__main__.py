@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from debias.errors import ArgumentParser, UserError, exit_on_user_error
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def load_config(cache_dir: str | None, overrides: list[str], model: str = "pythia-demo"):
@@ -22,7 +19,7 @@ def load_config(cache_dir: str | None, overrides: list[str], model: str = "pythi
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from debias.app import config_error_line
+    from debias.app import CONF_DIR, config_error_line
     from debias.config import register_configs, to_run_config
 
     if not (CONF_DIR / "config.yaml").is_file():

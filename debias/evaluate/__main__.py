@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 
 from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, PerplexityConfig, WinoBiasConfig
-from debias.errors import ArgumentParser, UserError, exit_on_user_error
+from debias.errors import ArgumentParser, exit_on_user_error
 from debias.evaluate.catalog import metric_declarations
 from debias.evaluate.suite import evaluate_model
-from debias.io import write_json_atomic
+from debias.io import check_writable_file, write_json_atomic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,26 +59,11 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def check_writable(path: str) -> None:
-    """A one-line UserError unless a file can be written at `path` (checked before any scoring)."""
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"--out {path}: is a folder; give a file name such as {target / 'report.json'}")
-    folder = target.parent
-    if not folder.is_dir():
-        raise UserError(f"--out {path}: folder {folder} does not exist; create it first")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".check"):
-            pass
-    except OSError as err:
-        raise UserError(f"--out {path}: cannot write in {folder} ({err.strerror}); choose a writable folder") from None
-
-
 @exit_on_user_error
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.out:
-        check_writable(args.out)
+        check_writable_file(args.out, f"--out {args.out}")
     eval_cfg = EvalConfig(
         device=args.device, dtype=args.dtype, batch_size=args.batch_size,
         crows_pairs=CrowsPairsConfig(enabled=bool(args.crows_pairs), path=args.crows_pairs,

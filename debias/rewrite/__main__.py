@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 from debias.errors import ArgumentParser, UserError, exit_on_user_error
-from debias.io import write_json_atomic
+from debias.io import check_writable_file, write_json_atomic
 from debias.rewrite.checker import DEFAULT_SAMPLE_WORDS, TAGGER_CHOICES, check_pass
 from debias.rewrite.lexicon import DIRECTIONS, check_direction
 from debias.rewrite.resolvers import RESOLVERS, check_resolver
@@ -109,13 +107,7 @@ def run_verify(argv: list[str]) -> None:
     if args.tagger not in TAGGER_CHOICES:  # before the long pass over every row
         raise UserError(f"--tagger {args.tagger}: use one of {', '.join(TAGGER_CHOICES)}")
     if args.json:
-        folder = Path(args.json).resolve().parent
-        try:  # a real file: os.access answers yes to root even where the write then fails
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".verify-json-"):
-                pass
-        except OSError as err:
-            raise UserError(f"--json {args.json}: cannot write into {folder} ({err.strerror}; choose a writable "
-                            f"folder)") from None
+        check_writable_file(args.json, f"--json {args.json}")
     problems = verify_pass(args.out, progress=not args.quiet)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
