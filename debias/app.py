@@ -102,7 +102,11 @@ def run_hydra_app(main: Callable[[], Any], argv: Optional[list[str]] = None) -> 
         message = str(err)
     except (HydraException, OmegaConfBaseException) as err:
         message = config_error_line(err, sys.argv[1:] if argv is None else argv)
-        _remove_empty_sweep_dir()
+    except SystemExit as stop:  # a job refused its settings: its line is printed, its run folder gone
+        if stop.code == EXIT_BAD_INPUT:
+            _remove_empty_sweep_dir()
+        raise
+    _remove_empty_sweep_dir()
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -111,8 +115,9 @@ _SWEEP_DIRS: list[Path] = []  # sweep folders this process started (SweepDirecto
 
 
 class SweepDirectoryRecorder(Callback):
-    """Hydra callback (conf/config.yaml): remembers the sweep folder, which Hydra creates with
-    multirun.yaml before it composes the jobs, so a sweep refused while composing leaves nothing."""
+    """Hydra callback (conf/config.yaml, conf/evaluate.yaml): remembers the sweep folder, which Hydra
+    creates with multirun.yaml before it composes the jobs, so a refused sweep leaves nothing (a
+    folder that holds any job's output stays)."""
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         _SWEEP_DIRS.append(Path(str(config.hydra.sweep.dir)))

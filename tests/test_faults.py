@@ -529,6 +529,8 @@ ROWS = [
                                                ["model=pythia-70m-dedupd: no preset", "pythia-70m-deduped"])),
     Row("new-sweep-with-an-unknown-direction", lambda i, d: (
         [INTERVENE, "--multirun", "intervention=m2f,sideways"], ["intervention=sideways", "allowed: f2m, m2f"])),
+    Row("new-sweep-refused-by-a-jobs-settings-check", lambda i, d: (
+        [*pipeline("intervention.ratio=1.5"), "--multirun"], ["intervention.ratio=1.5", "between 0 and 1"])),
     Row("new-stream-missing", lambda i, d: ([INTERVENE, *stream_run(i.suite, str(i.model), stream="/no/such/document")],
                                             ["/no/such/document.idx: index not found", "pass the stream prefix"])),
     Row("new-tokenizer-folder-without-tokenizer-json", lambda i, d: (
@@ -673,6 +675,9 @@ ROWS = [
         ["a_file: is a file, not a folder", "choose another output path"])),
     Row("6-evaluate-pipeline-missing-model-folder", lambda i, d: (
         [str(ROOT / "pipelines" / "evaluate.py"), f"models={{a:{d / 'no-model'}}}", *local_benchmarks(i)],
+        [f"models.a={d}/no-model: no such folder", "local Hugging Face model folder"])),
+    Row("new-evaluate-sweep-refused-by-a-jobs-check", lambda i, d: (
+        [str(ROOT / "pipelines" / "evaluate.py"), "--multirun", f"models={{a:{d / 'no-model'}}}", *local_benchmarks(i)],
         [f"models.a={d}/no-model: no such folder", "local Hugging Face model folder"])),
     Row("4-evaluate-pipeline-crows-pairs-row-missing-its-last-column", lambda i, d: (
         [str(ROOT / "pipelines" / "evaluate.py"), f"models={{a:{i.model}}}", *local_benchmarks(i),
