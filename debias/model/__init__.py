@@ -23,17 +23,6 @@ from debias.model.lm_loss import chunked_cross_entropy
 from debias.model.neox_import import ZeroState, adamw_state_dict, import_checkpoint, load_neox_model, read_zero_state
 from debias.model.weight_decay import parameter_groups
 
-
-def from_pretrained(folder, dtype=None, device=None, gelu=None) -> GPTNeoX:
-    """`GPTNeoX.from_pretrained` as a function."""
-    return GPTNeoX.from_pretrained(folder, dtype=dtype, device=device, gelu=gelu)
-
-
-def save_pretrained(model: GPTNeoX, folder, tokenizer=None):
-    """`model.save_pretrained` as a function."""
-    return model.save_pretrained(folder, tokenizer=tokenizer)
-
-
 __all__ = [
     "GPTNeoX",
     "GPTNeoXConfig",
@@ -43,7 +32,6 @@ __all__ = [
     "chunked_cross_entropy",
     "config_from_preset",
     "flops_per_token",
-    "from_pretrained",
     "import_checkpoint",
     "load_neox_model",
     "mfu",
@@ -54,5 +42,4 @@ __all__ = [
     "pythia_checkpoint_steps",
     "read_zero_state",
     "resolve_checkpoint",
-    "save_pretrained",
 ]

@@ -205,6 +205,9 @@ class TrainerConfig:
         if str(self.optimizer_state) not in OPTIMIZER_STATE_CHOICES and not os.path.isdir(os.path.expanduser(str(self.optimizer_state))):
             raise UserError(f"trainer.optimizer_state={self.optimizer_state}: neither fresh nor warmup, and no such folder; "
                             "give a GPT-NeoX checkpoint folder global_step<N>/ holding ZeRO-1 shards")
+        if self.imports_optimizer_state and self.engine == "deepspeed":
+            raise UserError(f"trainer.optimizer_state={self.optimizer_state} with trainer.engine=deepspeed: not supported "
+                            "(ZeRO re-partitions the state); use trainer=default, or trainer.optimizer_state=fresh")
 
     @property
     def imports_optimizer_state(self) -> bool:

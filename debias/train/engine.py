@@ -104,7 +104,7 @@ class TorchEngine:
         if "loss_scale" in state:
             self.loss_scale.load_state_dict(state["loss_scale"])
 
-    def full_state_dict(self, folder: Path | None = None) -> dict[str, torch.Tensor]:
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
         """fp32 weights of the whole model (for Hugging Face folders)."""
         return {k: v.detach().float().cpu() for k, v in self.model.state_dict().items()}
 
@@ -170,7 +170,7 @@ class DeepSpeedEngine:
         if path is None:
             raise UserError(f"{folder}: no DeepSpeed checkpoint inside; delete this folder to restart from the previous checkpoint")
 
-    def full_state_dict(self, folder: Path | None = None) -> dict[str, torch.Tensor]:
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
         """fp32 weights of the whole model. A collective: every rank calls it. With fp32 weights
         (fp32, bf16 autocast) and ZeRO-1/2 the module holds them whole; otherwise they are gathered
         from the optimizer's fp32 master partitions (exact, unlike an fp16 module's copy)."""

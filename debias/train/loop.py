@@ -108,12 +108,8 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
 
     optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optimizer), fused=device.type == "cuda")  # one fused kernel per step on GPU
     optimizer_state = {"treatment": "warmup" if cfg.optimizer_state == "warmup" else "fresh"}
-    if cfg.imports_optimizer_state:
-        if cfg.engine == "deepspeed":
-            raise UserError(f"trainer.optimizer_state={cfg.optimizer_state} with trainer.engine=deepspeed: not supported "
-                            "(ZeRO re-partitions the state); use engine=torch, or optimizer_state=fresh")
-        if resume is None:
-            optimizer_state = import_optimizer_state(optimizer, model, cfg.optimizer_state, job.start_step)
+    if cfg.imports_optimizer_state and resume is None:  # the torch engine's (TrainerConfig.validate)
+        optimizer_state = import_optimizer_state(optimizer, model, cfg.optimizer_state, job.start_step)
     compile_status = compile_blocks(model, cfg, device)
     if cfg.engine == "deepspeed":
         engine = DeepSpeedEngine(model, optimizer, device, precision, cfg.grad_clip, layout.micro_batch,
@@ -183,8 +179,8 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
                 "activation_checkpointing": model.gradient_checkpointing}
         return save_checkpoint(run_dir, at_step, engine, meta, rank, barrier, cfg.keep_last)
 
-    def save_hf(folder: Path, checkpoint_folder: Path | None) -> None:
-        weights = engine.full_state_dict(checkpoint_folder)  # collective under DeepSpeed
+    def save_hf(folder: Path) -> None:
+        weights = engine.full_state_dict()  # collective under DeepSpeed
         if rank == 0:
             save_hf_folder(model.config, weights, folder, job.tokenizer or model.tokenizer_file)
         barrier()
@@ -216,11 +212,11 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
                 seen = step + 1  # steps the model has now seen
                 metrics.log("train", step, loss, lr, grad_norm, seconds,
                             write=(seen - job.start_step) % cfg.log_every == 0 or seen == job.end_step)
-                if seen % cfg.checkpoint_every == 0 or seen == job.end_step or (seen in save_hf_steps and engine.name == "deepspeed"):
+                if seen % cfg.checkpoint_every == 0 or seen == job.end_step:
                     last_checkpoint = checkpoint(seen)
                 if seen in save_hf_steps:
-                    save_hf(hf_dir / f"step{seen}", last_checkpoint)
-        save_hf(run_dir / "model", last_checkpoint)
+                    save_hf(hf_dir / f"step{seen}")
+        save_hf(run_dir / "model")
     finally:
         metrics.close()
 

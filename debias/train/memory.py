@@ -117,7 +117,9 @@ def measure_step_memory(model, seq_len: int, compute_context, device: torch.devi
         model.gradient_checkpointing = previous
         model.zero_grad(set_to_none=True)
     free, total = torch.cuda.mem_get_info(device)
-    ours = torch.cuda.memory_allocated(device)  # counted in `fixed` already, so part of the budget
+    # CUDA counts what torch's caching allocator holds as used; all of it is ours to fill (the
+    # weights, counted in `fixed`, and the blocks the probe freed, which training reuses)
+    ours = torch.cuda.memory_reserved(device)
     budget = int(min(free + ours, total) - MEMORY_MARGIN * total - MEMORY_RESERVE)
     return StepMemory(fixed=fixed, per_row=per_row, optimizer=optimizer_bytes, budget=budget)
 

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from debias.errors import UserError
+from debias.model.flops import PEAK_BF16_FLOPS
+from debias.train.memory import MEMORY_MARGIN, MEMORY_RESERVE
 
 # Measured by an earlier session on one NVIDIA H200 (bf16, sequence 2048), issue 13's table:
 # size -> (tokens/s per GPU, MFU, what was measured).
@@ -37,7 +39,7 @@ MEASURED = {
     },
 }
 MEASURED_SOURCE = "one NVIDIA H200, bf16, seq 2048, measured by an earlier session (issue 13)"
-DEVICES = {"H200": (989e12, 139), "H100": (989e12, 79), "A100": (312e12, 79)}  # dense bf16 FLOP/s, GiB torch sees
+DEVICES = {name: (PEAK_BF16_FLOPS[name], gib) for name, gib in (("H200", 139), ("H100", 79), ("A100", 79))}  # GiB torch sees
 CHECKPOINTING_SLOWDOWN = 0.75        # throughput with activation checkpointing (forward recomputed: 8 of 6 units)
 # Evaluation: CrowS-Pairs + WinoBias + LAMBADA + held-out perplexity score about 640k tokens;
 # LAMBADA's ~390k scored in 2.5 s at 160m on one H200 (issue 13): ~3.9% MFU of forward FLOPs.
@@ -74,8 +76,9 @@ class ArmPlan:
 
 
 def cost_plan(size: ModelSize, ratio: float, window_rows: int, seq_len: int, gpus: int, device: str = "H200",
-              tokens_per_s: float | None = None, measured: dict | None = None) -> ArmPlan:
-    """The plan of one run (both arms, evaluations) of `size` on `gpus` GPUs of `device`."""
+              tokens_per_s: float | None = None, measured: dict | None = None, arms: int = 2) -> ArmPlan:
+    """The plan of one run of `size` on `gpus` GPUs of `device`: `arms` trained arms (2: treatment
+    and control; 1 for a control-only run) and their evaluations plus the baseline's."""
     if gpus < 1:
         raise UserError(f"plan: gpus={gpus}: must be at least 1")
     if device not in DEVICES:
@@ -104,7 +107,8 @@ def cost_plan(size: ModelSize, ratio: float, window_rows: int, seq_len: int, gpu
                    tokens_per_s_per_gpu=rate, mfu=mfu, basis=basis, zero_stage=zero_stage,
                    activation_checkpointing=checkpointing, gpu_hours_per_arm=train_s * gpus / 3600,
                    wall_hours_per_arm=train_s / 3600, eval_hours=eval_s / 3600,
-                   gpu_hours_run=(2 * train_s * gpus + 3 * eval_s) / 3600, wall_hours_run=(2 * train_s + 3 * eval_s) / 3600)
+                   gpu_hours_run=(arms * train_s * gpus + (arms + 1) * eval_s) / 3600,
+                   wall_hours_run=(arms * train_s + (arms + 1) * eval_s) / 3600)
 
 
 def projected_mfu(size: ModelSize, measured: dict) -> tuple[float, str]:
@@ -129,8 +133,8 @@ def memory_fit(size: ModelSize, seq_len: int, gpus: int, memory_gib: float) -> t
     gradients and autocast's bf16 copy of the weights, fp32 master weights and Adam moments
     sharded over the GPUs; ZeRO-2 also shards the gradients. Activations per row: about 38 bytes
     x sequence x width per layer (checkpointed: the fp32 input of every layer, 4 bytes, plus one
-    layer's 38). The same margin as `memory.py`: 10% of the memory and 1 GiB kept free."""
-    budget = 0.9 * memory_gib * 2**30 - 2**30
+    layer's 38). The same margin as `memory.py` keeps free."""
+    budget = (1 - MEMORY_MARGIN) * memory_gib * 2**30 - MEMORY_RESERVE
     p = size.num_params
     per_layer_row = seq_len * size.hidden_size
     rows = {False: 38 * per_layer_row * size.num_layers, True: 4 * per_layer_row * size.num_layers + 38 * per_layer_row}
