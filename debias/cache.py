@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping
 from filelock import FileLock, Timeout
 
 from debias.errors import ArgumentParser, UserError, exit_on_user_error
-from debias.io import sha256_file, sha256_json, write_json_atomic
+from debias.io import remove_path, sha256_file, sha256_json, utc_now, write_json_atomic
 
 ENV_VAR, DEFAULT_DIR = "DEBIAS_CACHE_DIR", ".cache/debias"
 KEY_FILE, MANIFEST = "key.json", ".done"
@@ -104,13 +103,6 @@ def check_files(folder: Path, records: Mapping, full: bool = False) -> list[str]
         elif sampled_sha256(path, size) != record["sampled_sha256"]:
             problems.append(f"{name}: sampled sha256 differs from the manifest")
     return problems
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 @dataclass(frozen=True)
@@ -174,7 +166,7 @@ class Entry:
         files = file_records(self.folder, skip={MANIFEST})
         uses = [{"kind": e.kind, "digest": e.digest, "files_sha256": e.files_sha256()} for e in uses]
         write_json_atomic(self.folder / MANIFEST, {"kind": self.kind, "label": label, "files": files, "uses": uses,
-                                                   "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                                                   "finished_utc": utc_now()})
 
     def mark_used(self) -> None:
         """The `.done` file's mtime records the last use (gc --unused-days reads it)."""
@@ -230,9 +222,9 @@ class Cache:
                     return entry.folder
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 warn(f"cache entry {entry.folder} ({label or kind}) is damaged: {problems[0]}{more}; rebuilding it")
-                _remove_tree(entry.folder)
+                remove_path(entry.folder)
             elif entry.folder.exists() and (fresh or entry.key() not in (None, json.loads(json.dumps(key, default=str)))):
-                _remove_tree(entry.folder)
+                remove_path(entry.folder)
             entry.folder.mkdir(exist_ok=True)
             write_json_atomic(entry.folder / KEY_FILE, key)
             uses = build(entry.folder) or ()
@@ -315,7 +307,7 @@ def collect_garbage(cache: Cache, unused_days: float | None, dry_run: bool) -> l
             if reason:
                 removed.append(f"{entry.folder}: {reason}")
                 if not dry_run:
-                    _remove_tree(entry.folder)
+                    remove_path(entry.folder)
         finally:
             lock.release()
     for kind in (p for p in cache.root.iterdir() if p.is_dir()):

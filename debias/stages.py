@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Optional
 from debias.cache import Cache, Entry, file_records
 from debias.config import EvalConfig, EvaluateModelsConfig, ModelSpec, PerplexityConfig, RunConfig, as_dict
 from debias.errors import UserError
-from debias.io import sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from debias.io import sha256_file, sha256_json, utc_now, write_json_atomic, write_text_atomic
 from debias.stream import Geometry, IndexedStream, Window
 
 ARMS = ("baseline", "control", "treatment")
@@ -59,12 +59,18 @@ def check_devices(config: RunConfig) -> None:
     import torch
 
     for setting, device in (("trainer.device", config.trainer.device), ("eval.device", config.eval.device)):
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"{setting}={device}: no CUDA device is visible on this machine; use {setting}=cpu (or auto)")
+        check_cuda(setting, device)
     device = str(config.trainer.device)
     if config.trainer.precision == "fp16" and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
         raise UserError(f"trainer.precision=fp16: needs a GPU, and trainer.device={device} trains on the CPU here; "
                         "use trainer.precision=fp32 (or bf16) on a CPU")
+
+
+def check_cuda(setting: str, device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{setting}={device}: no CUDA device is visible on this machine; use {setting}=cpu (or auto)")
 
 
 def eval_file_checksums(eval_config: EvalConfig) -> dict:
@@ -236,10 +242,7 @@ def optimizer_state_identity(config: RunConfig, window: Window) -> Optional[dict
         return None
     from debias.train.optim import check_step, optimizer_state_step
 
-    setting = f"trainer.optimizer_state={trainer.optimizer_state}"
-    if trainer.engine == "deepspeed":
-        raise UserError(f"{setting} with trainer.engine=deepspeed: not supported (ZeRO re-partitions the state); "
-                        "use trainer=default, or trainer.optimizer_state=fresh")
+    setting = f"trainer.optimizer_state={trainer.optimizer_state}"  # the torch engine's (TrainerConfig.validate)
     form, step = optimizer_state_step(trainer.optimizer_state)
     check_step(setting, step, window.start_step)
     return {"form": form, "step": step, "files": sha256_json(file_records(Path(trainer.optimizer_state), whole=False))}
@@ -392,14 +395,25 @@ def evaluate_arm(prepared: Prepared, cache: Cache, model_folder: Path, model_ide
     and the checksums of the benchmark files."""
     from debias.evaluate import evaluate_model
 
-    def build(folder: Path) -> None:
+    def evaluate() -> tuple[dict, dict]:
         with naming_arm(label or str(model_folder)):
-            metrics, items = evaluate_model(model_folder, prepared.eval_config)
+            return evaluate_model(model_folder, prepared.eval_config)
+
+    return cached_evaluation(cache, model_identity, prepared.eval_config, prepared.data["eval_files"],
+                             f"evaluate {label}".strip(), evaluate)
+
+
+def cached_evaluation(cache: Cache, model_identity: Any, eval_config: EvalConfig, eval_files: dict, label: str,
+                      evaluate: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
+    """(metrics, per-item values) from the evaluation cache entry keyed by the model's identity, the
+    eval settings and the benchmark files' checksums; `evaluate()` builds a missing one."""
+    def build(folder: Path) -> None:
+        metrics, items = evaluate()
         write_json_atomic(folder / "items.json", items)
         write_json_atomic(folder / "metrics.json", metrics)
 
-    key = {"model": model_identity, "eval": asdict(prepared.eval_config), "eval_files": prepared.data["eval_files"]}
-    folder = cache.get_or_build("eval", key, build, label=f"evaluate {label}".strip())
+    key = {"model": model_identity, "eval": asdict(eval_config), "eval_files": eval_files}
+    folder = cache.get_or_build("eval", key, build, label=label)
     return json.loads((folder / "metrics.json").read_text()), json.loads((folder / "items.json").read_text())
 
 
@@ -416,7 +430,7 @@ def report(config: RunConfig, prepared: Prepared, rewritten, trained: dict[str, 
            models: dict[str, tuple[Path, dict]], evaluations: dict[str, tuple[dict, dict]],
            comparisons: dict, run_dir: Path, timing: dict, rewrite_check: Optional[dict] = None) -> Path:
     """report.{json,md,html} and config.yaml in `run_dir`; returns the path of report.json.
-    `rewrite_check` (check_rewrite) goes under `rewrite.independent_check`."""
+    `rewrite_check` (check_rewrite) is the rewrite's independent check."""
     from omegaconf import OmegaConf
 
     from debias.report import assemble, write_run_report
@@ -428,10 +442,9 @@ def report(config: RunConfig, prepared: Prepared, rewritten, trained: dict[str, 
         arms={arm: {"key": sha256_json(models[arm][1])[:20], "model": str(models[arm][0]), "metrics": metrics}
               for arm, (metrics, _) in evaluations.items()},
         comparisons=comparisons,
-        timing={**timing, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        timing={**timing, "finished_utc": utc_now()},
+        rewrite_check=rewrite_check,
     )
-    if rewrite_check is not None and "rewrite" in report_dict:
-        report_dict["rewrite"]["independent_check"] = rewrite_check
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(settings)))
     path = write_run_report(run_dir, report_dict)
     for line in assemble.summary_lines(report_dict):
@@ -472,11 +485,8 @@ def plan(config: RunConfig, run_dir: Path) -> Path:
         except UserError:  # figures of another device: keep the built-in ones
             pass
     gpus = trainer.world_size
-    cost = cost_plan(size, window.ratio, window.num_rows, seq_len, gpus, device, measured=measured or None)
     arms = 1 if iv.direction == "none" else 2
-    evaluations = arms + 1
-    gpu_hours = arms * cost.gpu_hours_per_arm + evaluations * cost.eval_hours
-    wall_hours = arms * cost.wall_hours_per_arm + evaluations * cost.eval_hours
+    cost = cost_plan(size, window.ratio, window.num_rows, seq_len, gpus, device, measured=measured or None, arms=arms)
     basis = cost.basis if cost.basis.startswith("projected") else f"{cost.basis}; {measured_source}"
     result = {
         "model": config.model.name, "direction": iv.direction,
@@ -486,8 +496,8 @@ def plan(config: RunConfig, run_dir: Path) -> Path:
         "tokens_per_s_per_gpu": cost.tokens_per_s_per_gpu, "mfu": cost.mfu, "throughput_basis": basis,
         "zero_stage": cost.zero_stage, "activation_checkpointing": cost.activation_checkpointing,
         "per_arm": {"gpu_hours": cost.gpu_hours_per_arm, "wall_hours": cost.wall_hours_per_arm},
-        "evaluation": {"count": evaluations, "gpu_hours_each": cost.eval_hours},
-        "run": {"arms": arms, "gpu_hours": gpu_hours, "wall_hours": wall_hours},
+        "evaluation": {"count": arms + 1, "gpu_hours_each": cost.eval_hours},
+        "run": {"arms": arms, "gpu_hours": cost.gpu_hours_run, "wall_hours": cost.wall_hours_run},
     }
     lines = [
         f"plan: {config.model.name}, intervention {iv.direction}, steps {window.start_step}..{window.end_step} "
@@ -500,9 +510,9 @@ def plan(config: RunConfig, run_dir: Path) -> Path:
         "  memory             " + (f"ZeRO-{cost.zero_stage}" if cost.zero_stage else "no ZeRO stage fits")
         + f", activation checkpointing {'on' if cost.activation_checkpointing else 'off'} (estimated)",
         f"  per arm            {gpu_hours_text(cost.gpu_hours_per_arm)}, wall {wall_text(cost.wall_hours_per_arm)}",
-        f"  evaluation         {evaluations} x {wall_text(cost.eval_hours)} on one GPU each (estimated)",
-        f"  whole run          {arms} arm{'s' if arms > 1 else ''} + {evaluations} evaluations: "
-        f"{gpu_hours_text(gpu_hours)}, wall {wall_text(wall_hours)} (the rewrite runs on CPUs: not counted)",
+        f"  evaluation         {arms + 1} x {wall_text(cost.eval_hours)} on one GPU each (estimated)",
+        f"  whole run          {arms} arm{'s' if arms > 1 else ''} + {arms + 1} evaluations: "
+        f"{gpu_hours_text(cost.gpu_hours_run)}, wall {wall_text(cost.wall_hours_run)} (the rewrite runs on CPUs: not counted)",
     ]
     print("\n".join(lines))
     path = write_json_atomic(run_dir / "plan.json", result)
@@ -543,6 +553,21 @@ def plan_device(setting: Optional[str]) -> tuple[str, str]:
 
 # ---- the whole run ------------------------------------------------------------------------------
 
+def set_threads(threads: Optional[int]) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def timed_stage(timing: dict, name: str, fn: Callable, *args):
+    """fn(*args), its seconds recorded as timing["<name>_seconds"] (the report's timing section)."""
+    tick = time.perf_counter()
+    result = fn(*args)
+    timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 3)
+    return result
+
+
 def run(config: RunConfig, run_dir: Path) -> Path:
     """Every stage for one configuration; the report in `run_dir` (with plan=true: the cost plan only)."""
     if config.plan:
@@ -551,18 +576,11 @@ def run(config: RunConfig, run_dir: Path) -> Path:
 
     cache = Cache(config.cache_dir)  # refused here, before any work, when it cannot be written
     # Tiny demo models run several times faster on one thread than on two contending ones.
-    threads = config.threads or (config.demo.threads if config.demo is not None else None)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(config.threads or (config.demo.threads if config.demo is not None else None))
     timing: dict[str, float] = {}
 
     def timed(name: str, fn: Callable, *args):
-        tick = time.perf_counter()
-        result = fn(*args)
-        timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 3)
-        return result
+        return timed_stage(timing, name, fn, *args)
 
     prepared = timed("prepare", prepare, config, cache)
     rewritten = timed("rewrite", rewrite, config, prepared, cache)  # None for a control-only run
@@ -599,27 +617,23 @@ class NamedModel:
         return self.spec.name
 
 
-def comparison_pairs(specs: list[ModelSpec]) -> list[tuple[str, str]]:
+def model_pairs(specs: list[ModelSpec]) -> list[tuple[str, str]]:
     """(model, reference) in the order the models were given; the first is the primary comparison."""
     return [(spec.name, spec.reference) for spec in specs if spec.reference is not None]
 
 
 def check_eval_inputs(eval_config: EvalConfig) -> None:
     """Every enabled benchmark names its data before any model is fetched or loaded."""
-    import torch
-
     from debias.model.checkpoint_source import HUB_REPO
 
-    if str(eval_config.device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"eval.device={eval_config.device}: no CUDA device is visible on this machine; "
-                        "use eval.device=cpu (or auto)")
+    check_cuda("eval.device", eval_config.device)
     for section in ("crows_pairs", "winobias", "lambada"):
         settings = getattr(eval_config, section)
         if not settings.enabled:
             continue
         if not settings.path:
-            raise UserError(f"eval.{section}.path is not set; give its data (eval=pythia reads ../shared/data or "
-                            f"$DEBIAS_SHARED_DATA) or set eval.{section}.enabled=false")
+            raise UserError(f"eval.{section}.path is not set; give its data (eval=pythia reads $DEBIAS_SHARED_DATA, "
+                            f"else shared/data beside the checkout) or set eval.{section}.enabled=false")
         if not Path(settings.path).exists() and not HUB_REPO.match(str(settings.path)):
             raise UserError(f"eval.{section}.path={settings.path}: no such file or folder; set DEBIAS_SHARED_DATA to "
                             f"the folder holding the benchmark data, or eval.{section}.enabled=false")
@@ -693,7 +707,7 @@ def models_plan(config: EvaluateModelsConfig) -> list[str]:
                                                 trained_gelu)
 
     specs = config.model_specs()
-    pairs = comparison_pairs(specs)
+    pairs = model_pairs(specs)
     lines = [f"plan: {len(specs)} models, {len(pairs)} paired comparisons; nothing is downloaded or evaluated"]
     downloads = []
     for spec in specs:
@@ -723,23 +737,16 @@ def models_plan(config: EvaluateModelsConfig) -> list[str]:
 
 def evaluate_named_model(cache: Cache, model: NamedModel, eval_config: EvalConfig,
                          eval_files: dict) -> tuple[dict, dict]:
-    """(metrics, per-item values) of one named model, a cache entry keyed as evaluate_arm keys an
-    arm's: the model's identity, the eval settings (with its activation) and the data checksums."""
+    """(metrics, per-item values) of one named model, a cache entry keyed as an arm's
+    (cached_evaluation), its eval settings with the model's activation."""
     from debias.evaluate import evaluate_model
 
     settings = replace(eval_config, gelu=model.gelu)
-
-    def build(folder: Path) -> None:
-        metrics, items = evaluate_model(model.folder, settings, tokenizer=model.tokenizer)
-        write_json_atomic(folder / "items.json", items)
-        write_json_atomic(folder / "metrics.json", metrics)
-
-    key = {"model": model.identity, "eval": asdict(settings), "eval_files": eval_files}
-    folder = cache.get_or_build("eval", key, build, label=f"evaluate {model.name}")
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics, items = cached_evaluation(cache, model.identity, settings, eval_files, f"evaluate {model.name}",
+                                       lambda: evaluate_model(model.folder, settings, tokenizer=model.tokenizer))
     # The entry may have been built from a byte-identical copy in another folder: name this one.
     metrics["model"] = {**metrics.get("model", {}), "folder": str(model.folder)}
-    return metrics, json.loads((folder / "items.json").read_text())
+    return metrics, items
 
 
 def comparison_lines(comparisons: dict) -> list[str]:
@@ -794,32 +801,20 @@ def evaluate_models(config: EvaluateModelsConfig, run_dir: Path) -> Path:
     without comparisons."""
     from omegaconf import OmegaConf
 
-    from debias.evaluate import compare_items
-    from debias.report import write_run_report
+    from debias.report import assemble, write_run_report
 
     cache = Cache(config.cache_dir)  # refused here, before any work, when it cannot be written
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     check_eval_inputs(config.eval)
     timing: dict[str, float] = {}
-    tick = time.perf_counter()
-    models = resolve_named_models(config)
-    timing["resolve_seconds"] = round(time.perf_counter() - tick, 3)
+    models = timed_stage(timing, "resolve", resolve_named_models, config)
     eval_files = eval_file_checksums(config.eval)
-    evaluations = {}
-    for model in models:
-        tick = time.perf_counter()
-        evaluations[model.name] = evaluate_named_model(cache, model, config.eval, eval_files)
-        timing[f"evaluate_{model.name}_seconds"] = round(time.perf_counter() - tick, 3)
-    tick = time.perf_counter()
-    resamples, seed = config.eval.bootstrap_samples, config.eval.seed
-    comparisons = {f"{name}_vs_{reference}": compare_items(evaluations[name][1], evaluations[reference][1],
-                                                           n_resamples=resamples, seed=seed)
-                   for name, reference in comparison_pairs([m.spec for m in models])}
-    timing["compare_seconds"] = round(time.perf_counter() - tick, 3)
-    timing["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    evaluations = {model.name: timed_stage(timing, f"evaluate_{model.name}", evaluate_named_model, cache, model,
+                                           config.eval, eval_files) for model in models}
+    comparisons = timed_stage(timing, "compare", assemble.paired_comparisons,
+                              {name: items for name, (_, items) in evaluations.items()},
+                              config.eval.bootstrap_samples, config.eval.seed, model_pairs([m.spec for m in models]))
+    timing["finished_utc"] = utc_now()
     report_dict = models_report(config, models, evaluations, comparisons, eval_files, timing)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(as_dict(config))))
     path = write_run_report(run_dir, report_dict)

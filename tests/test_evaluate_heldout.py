@@ -16,13 +16,13 @@ def test_rows_after_the_window_come_first():
                                    text="pile_test.jsonl")
     assert choice.kind == "stream rows" and choice.rows == (2000, 2064)
     assert choice.label == "stream rows 2000..2064 after the window end (seen by no arm or checkpoint)"
-    assert choice.eval_settings() == {"enabled": True, "rows": [2000, 2064], "rows_label": choice.label, "text": None}
+    assert choice.text is None
 
 
 def test_text_when_the_stream_ends_with_the_window():
     choice = choose_heldout_source(window_start_row=1000, window_end_row=2000, stream_rows=2000, rows_wanted=64,
                                    text="pile_test.jsonl")
-    assert choice.kind == "text" and choice.eval_settings()["text"] == "pile_test.jsonl"
+    assert choice.kind == "text" and choice.text == "pile_test.jsonl" and choice.rows is None
     # fewer rows after the window than wanted and a text: the text, whole rows of unseen data
     choice = choose_heldout_source(window_start_row=1000, window_end_row=2000, stream_rows=2010, rows_wanted=64,
                                    text="t.txt")

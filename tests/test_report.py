@@ -117,9 +117,7 @@ def synthetic_run(direction="m2f", ratio=0.07, model="pythia-demo", wall=4.2, ch
         training={"control": _summary(1.0565, wall, 17000.0), "treatment": _summary(1.0279, wall * 1.1, 16500.0)},
         arms={arm: {"key": f"{arm}-{model}-{ratio}-{direction if arm == 'treatment' else ''}", "metrics": metrics}
               for arm, (metrics, _) in evaluations.items()},
-        comparisons=comparisons, timing={"prepare_seconds": wall})
-    if check:
-        report["rewrite"]["independent_check"] = CHECK
+        comparisons=comparisons, timing={"prepare_seconds": wall}, rewrite_check=CHECK if check else None)
     return report
 
 

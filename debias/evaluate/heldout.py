@@ -20,7 +20,6 @@ token after the first is predicted exactly once. Only full rows are kept; readin
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -30,7 +29,7 @@ from tokenizers import Tokenizer
 
 from debias.errors import UserError
 from debias.evaluate.datafiles import local_or_hub
-from debias.io import sha256_file
+from debias.io import jsonl_strings, sha256_file
 from debias.stream import read_documents  # the paragraph reader that packs training text
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".txt", ".text", ".md")
@@ -44,12 +43,6 @@ class HeldoutChoice:
     rows: tuple[int, int] | None    # [start, stop) of the stream (kind "stream rows")
     text: str | None                # the text source (kind "text")
     label: str                      # `perplexity.source` in the report
-
-    def eval_settings(self) -> dict:
-        """Overrides for `eval.perplexity` that make `evaluate_with_scorer` score this choice."""
-        if self.kind == "text":
-            return {"enabled": True, "text": self.text, "rows": None, "rows_label": None}
-        return {"enabled": True, "rows": list(self.rows), "rows_label": self.label, "text": None}
 
 
 def choose_heldout_source(*, window_start_row: int, window_end_row: int, stream_rows: int, rows_wanted: int,
@@ -101,17 +94,7 @@ def read_heldout_documents(source: str | Path, text_field: str = "text", config:
 
 def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{number}: not a JSON object; write one object per line") from None
-            text = record.get(field) if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise UserError(f"{path}:{number}: no string field {field!r} (found {type(text).__name__}); "
-                                "set eval.perplexity.text_field to the field holding the text")
+        for _, text in jsonl_strings(handle, path, field, "set eval.perplexity.text_field to the field holding the text"):
             if text:
                 yield text
 

@@ -7,7 +7,6 @@ Each passage splits at its last space: context = the text before it, target = " 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,16 @@ import numpy as np
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.datafiles import checksum, read_text
-from debias.evaluate.declarations import (Better, BenchmarkDeclaration, HeadlineRole, MetricDeclaration,
-                                          PairedTest, Statistic)
+from debias.evaluate.declarations import (
+    BenchmarkDeclaration,
+    Better,
+    HeadlineRole,
+    MetricDeclaration,
+    PairedTest,
+    Statistic,
+)
 from debias.evaluate.scorer import Scorer
+from debias.io import jsonl_strings
 
 DECLARATION = BenchmarkDeclaration("lambada", "LAMBADA (OpenAI), last-word prediction", "passage", (
     MetricDeclaration("lambada", "perplexity", "exp(-mean log-likelihood of the last word)", Better.LOWER,
@@ -56,17 +62,8 @@ def load_lambada(path: str | Path, limit: int | None = None, check_pinned: bool 
         raise UserError(f"lambada limit={limit!r}: must be a positive number of passages (or null for all)")
     path = Path(path)
     passages = []
-    for number, line in enumerate(read_text(path, "LAMBADA JSONL").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            text = json.loads(line)["text"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise UserError(f"{path}:{number}: expected a JSON object with a \"text\" field "
-                            f"({type(err).__name__}); use lambada_test.jsonl from OpenAI's release") from None
-        if not isinstance(text, str):
-            raise UserError(f"{path}:{number}: \"text\" is {type(text).__name__}, not a string; "
-                            "use lambada_test.jsonl from OpenAI's release")
+    lines = read_text(path, "LAMBADA JSONL").splitlines()
+    for number, text in jsonl_strings(lines, path, "text", "use lambada_test.jsonl from OpenAI's release"):
         if " " not in text.strip():
             raise UserError(f"{path}:{number}: passage has no context before its last word")
         passages.append(split_passage(text))

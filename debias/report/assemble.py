@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from debias.config import EvalConfig
 from debias.evaluate import metric_declarations
@@ -47,18 +47,21 @@ def comparison_pairs(arms) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in arms and b in arms]
 
 
-def paired_comparisons(items: Mapping[str, Mapping], n_resamples: int = EvalConfig.bootstrap_samples, seed: int = EvalConfig.seed) -> dict:
-    """Paired tests on the same items for `comparison_pairs`, with `n_resamples` bootstrap resamples
-    from `seed` (the run's eval.bootstrap_samples and eval.seed)."""
+def paired_comparisons(items: Mapping[str, Mapping], n_resamples: int = EvalConfig.bootstrap_samples,
+                       seed: int = EvalConfig.seed, pairs: Optional[list[tuple[str, str]]] = None) -> dict:
+    """Paired tests on the same items for `pairs` (model, reference), by default the arms'
+    `comparison_pairs`, with `n_resamples` bootstrap resamples from `seed` (the run's
+    eval.bootstrap_samples and eval.seed)."""
     from debias.evaluate import compare_items
 
     return {f"{a}_vs_{b}": compare_items(items[a], items[b], n_resamples=n_resamples, seed=seed)
-            for a, b in comparison_pairs(items)}
+            for a, b in (comparison_pairs(items) if pairs is None else pairs)}
 
 
 def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapping, comparisons: Mapping,
-               timing: Mapping) -> dict:
-    """The report dict: identity, configuration, audit, training, arms, comparisons, timing."""
+               timing: Mapping, rewrite_check: Optional[Mapping] = None) -> dict:
+    """The report dict: identity, configuration, audit (with the independent check of the rewrite,
+    debias.rewrite.checker), training, arms, comparisons, timing."""
     iv = cfg.get("intervention", {})
     primary_arm = next((arm for arm in PRIMARY_ARMS if arm in arms), None)
     pairs = [f"{a}_vs_{b}" for a, b in comparison_pairs(arms)]
@@ -78,6 +81,8 @@ def run_report(*, cfg: Mapping, prepared, rewrite, training: Mapping, arms: Mapp
     if rewrite is not None:
         report["rewrite"] = {"audit": rewrite.audit, "manifest": rewrite.manifest, "stream": str(rewrite.stream),
                              "first_row": rewrite.first_row}
+        if rewrite_check is not None:
+            report["rewrite"]["independent_check"] = dict(rewrite_check)
     report["training"], trainer_timing = {}, {}
     for arm, summary in training.items():
         report["training"][arm] = {k: v for k, v in summary.items() if k not in TRAINER_TIMING}

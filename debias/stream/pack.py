@@ -13,7 +13,6 @@ default) or a single line (`line`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from debias.errors import UserError
-from debias.io import sha256_file
+from debias.io import jsonl_strings, sha256_file
 from debias.stream.mmidx import StreamWriter, dtype_for_vocab
 from debias.tokenizer import load_tokenizer
 
@@ -45,16 +44,7 @@ def read_documents(paths: Iterable[str | os.PathLike], split: str = "paragraph")
 
 def _jsonl_documents(path: Path) -> Iterator[str]:
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{number}: not a JSON object with a \"text\" field; "
-                                f"write one {{\"text\": ...}} object per line") from None
-            if not isinstance(text, str):
-                raise UserError(f"{path}:{number}: \"text\" is {type(text).__name__}, not a string")
+        for _, text in jsonl_strings(handle, path, "text", 'write one {"text": ...} object per line'):
             if text:
                 yield text
 
