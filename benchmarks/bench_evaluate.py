@@ -33,13 +33,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from debias.config import CrowsPairsConfig, EvalConfig, LambadaConfig, ManipulationConfig, WinoBiasConfig  # noqa: E402
+from debias.config import (CrowsPairsConfig, EvalConfig, LambadaConfig, ManipulationConfig, WinoBiasConfig,  # noqa: E402
+                           shared_data_path)
 from debias.evaluate import Scorer, evaluate_with_scorer, load_tokenizer  # noqa: E402
 from debias.io import write_json_atomic  # noqa: E402
 from debias.model import GPTNeoX, GPTNeoXConfig  # noqa: E402
 
 RESULTS = HERE / "results" / "evaluate.json"
-DATA = Path(os.environ.get("DEBIAS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(shared_data_path())
 FULL = os.environ.get("DEBIAS_BENCH_EVAL_FULL") == "1"
 BASELINE_SAMPLE = int(os.environ.get("DEBIAS_BENCH_EVAL_SAMPLE", "80"))  # requests per benchmark
 SHAPES = {  # (layers, width, heads, context)

@@ -31,11 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from debias.config import shared_data_path  # noqa: E402
 from debias.io import write_json_atomic  # noqa: E402
 from debias.rewrite import get_tables, rewrite_window  # noqa: E402
 from debias.stream import Geometry, IndexedStream, StreamWriter, Window  # noqa: E402
 
-SHARED = Path(os.environ.get("DEBIAS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED = Path(shared_data_path())
 TOKENIZER = SHARED / "tokenizers/gpt-neox-20b/tokenizer.json"
 LAMBADA = SHARED / "lambada/lambada_test.jsonl"
 DATA = ROOT / "benchmarks/data"

@@ -50,11 +50,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from debias.config import shared_data_path  # noqa: E402
 from debias.io import write_json_atomic  # noqa: E402
 from debias.model import GPTNeoX, GPTNeoXConfig, config_from_preset, flops_per_token, peak_bf16_flops  # noqa: E402
+from debias.train.loop import DISTRIBUTED_ENV  # noqa: E402
 
 RESULTS = HERE / "results" / "gpu.json"
-SHARED_DATA = Path(os.environ.get("DEBIAS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(shared_data_path())
 TINY = GPTNeoXConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
                      max_position_embeddings=64)
 TINY_EVAL = GPTNeoXConfig(vocab_size=50304, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64,
@@ -281,7 +283,7 @@ def drive(args) -> dict:
     }
     # each measurement is a single process of its own: no inherited torch.distributed rendezvous
     env = {key: value for key, value in os.environ.items()
-           if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+           if key not in DISTRIBUTED_ENV}
     env |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     if args.dry_run:
         env |= {"DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}

@@ -3,14 +3,15 @@ tests that need it skip with a message when it is absent."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from debias.config import shared_data_path
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DEBIAS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(shared_data_path())  # $DEBIAS_SHARED_DATA, else shared/data beside the checkout
 
 
 def shared_path(relative: str) -> Path:
