@@ -8,14 +8,13 @@ throughput and wall time (TRAINER_TIMING), so the rest of report.json is reprodu
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from debias.config import EvalConfig
-from debias.evaluate import metric_declarations
-from debias.report.reading import (HEADLINE_ROLES, arm_metrics, comparison_label, format_number, primary_comparison,
-                                   read_metric, report_paired_results)
+from debias.report.reading import arm_names, comparison_label, format_number, headline_rows, primary_comparison
 
 # summary.json fields that measure the machine, not the result (debias/train/loop.py writes them).
 TRAINER_TIMING = ("wall_seconds", "tokens_per_s")
@@ -98,23 +97,19 @@ def summary_lines(report: Mapping) -> list[str]:
     LM quality, the manipulation check), the rewrite, training, and what ran."""
     lines = []
     primary = primary_comparison(report)
-    paired = report_paired_results(report)
-    by_arm = arm_metrics(report)
-    for role in HEADLINE_ROLES:
+    versus = f" ({comparison_label(primary, arm_names(report))})" if primary else ""
+    for role, rows in itertools.groupby(headline_rows(report), key=lambda row: row.role):
         cells = []
-        for declaration in metric_declarations(headline=role):
-            result = paired[primary].get(declaration.key) if primary else None
+        for row in rows:
+            result = row.paired.get(primary)
             if result is not None:
                 values = (f" ({format_number(result.b)} -> {format_number(result.a)})"
                           if result.a is not None and result.b is not None else "")
-                cells.append(f"{declaration.key} {result.cell()}{values}" + (" [primary]" if declaration.primary else ""))
-            else:
-                per_arm = [f"{arm} {m.cell()}" for arm, sections in by_arm.items()
-                           if (m := read_metric(sections, declaration.key))]
-                if per_arm:
-                    cells.append(f"{declaration.key} " + "; ".join(per_arm))
+                cells.append(f"{row.declaration.key} {result.cell()}{values}"
+                             + (" [primary]" if row.declaration.primary else ""))
+            elif row.arms:
+                cells.append(f"{row.declaration.key} " + "; ".join(f"{arm} {m.cell()}" for arm, m in row.arms.items()))
         if cells:
-            versus = f" ({comparison_label(primary, list(by_arm))})" if primary else ""
             lines.append(f"{role.value}{versus}: " + " | ".join(cells))
     run = report.get("run") or {}
     audit = (report.get("rewrite") or {}).get("audit") or {}

@@ -290,3 +290,28 @@ def report_paired_results(report: Mapping[str, Any]) -> dict[str, dict[str, Pair
     """{comparison: {report key: result}} for every comparison, primary first."""
     comparisons = report.get("comparisons", {})
     return {name: {r.key: r for r in paired_results(name, comparisons[name])} for name in comparison_names(report)}
+
+
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One headline metric: the arms that measured it and the comparisons that tested it."""
+
+    role: HeadlineRole
+    declaration: MetricDeclaration
+    arms: dict[str, Metric]                # in reading order (arm_names)
+    paired: dict[str, PairedResult]        # in comparison order, the primary first
+
+
+def headline_rows(report: Mapping[str, Any]) -> list[HeadlineRow]:
+    """The headline in role order (association, blanket shift, LM quality, manipulation), each
+    declared metric that some arm or comparison holds: what the headline table, report.json's
+    headline and the terminal summary show."""
+    by_arm, paired = arm_metrics(report), report_paired_results(report)
+    rows = []
+    for role in HEADLINE_ROLES:
+        for declaration in metric_declarations(headline=role):
+            values = {arm: m for arm, sections in by_arm.items() if (m := read_metric(sections, declaration.key))}
+            effects = {c: r for c, results in paired.items() if (r := results.get(declaration.key))}
+            if values or effects:
+                rows.append(HeadlineRow(role, declaration, values, effects))
+    return rows

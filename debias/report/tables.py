@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from debias.evaluate import PRIMARY_METRIC, Better, HeadlineRole, metric_declarations
-from debias.report.reading import (HEADLINE_ROLES, HOLM_NOTE, arm_metrics, arm_names, better_text, breakdown_metrics,
-                                   comparison_label, declaration_or_none, declared_metrics, format_number, format_p,
-                                   interval, is_number, p_note, primary_comparison, read_metric,
-                                   report_paired_results, split_comparison)
+from debias.report.reading import (HOLM_NOTE, arm_metrics, arm_names, better_text, breakdown_metrics, comparison_label,
+                                   declaration_or_none, declared_metrics, format_number, format_p, headline_rows,
+                                   interval, is_number, p_note, primary_comparison, report_paired_results,
+                                   split_comparison)
 
 MAX_SAMPLES = 10  # before/after snippets of the rewrite shown
 
@@ -141,19 +141,14 @@ def shift_sentence(report: Mapping[str, Any]) -> str | None:
 def headline_table(report: Mapping[str, Any]) -> Table:
     """The headline metrics (association, blanket shift, LM quality, manipulation) per arm with
     intervals, and each comparison's paired effect with p and p_holm (the primary comparison first)."""
-    arms, by_arm = arm_names(report), arm_metrics(report)
-    paired = report_paired_results(report)
-    header = ["role", "metric", "better", *arms, *[f"{comparison_label(c, arms)} (paired)" for c in paired]]
+    arms, comparisons = arm_names(report), list(report_paired_results(report))
+    header = ["role", "metric", "better", *arms, *[f"{comparison_label(c, arms)} (paired)" for c in comparisons]]
     table = Table(header)
-    for role in HEADLINE_ROLES:
-        for declaration in metric_declarations(headline=role):
-            cells = [read_metric(by_arm[arm], declaration.key) for arm in arms]
-            effects = [paired[c].get(declaration.key) for c in paired]
-            if not any(cells) and not any(effects):
-                continue
-            name = declaration.key + (" (primary)" if declaration.primary else "")
-            table.rows.append([role.value, name, better_text(declaration), *[m.cell() if m else "" for m in cells],
-                               *[e.cell() if e else "" for e in effects]])
+    for row in headline_rows(report):
+        name = row.declaration.key + (" (primary)" if row.declaration.primary else "")
+        table.rows.append([row.role.value, name, better_text(row.declaration),
+                           *[row.arms[arm].cell() if arm in row.arms else "" for arm in arms],
+                           *[row.paired[c].cell() if c in row.paired else "" for c in comparisons]])
     return table
 
 
@@ -177,24 +172,15 @@ def headline_notes(report: Mapping[str, Any]) -> list[str]:
 def headline_json(report: Mapping[str, Any]) -> dict[str, Any]:
     """The headline in report.json: the primary test and the headline rows (derived from `arms`
     and `comparisons`, so tools need not re-derive the layout)."""
-    arms, by_arm = arm_names(report), arm_metrics(report)
-    paired = report_paired_results(report)
     result = primary_result(report)
-    rows = []
-    for role in HEADLINE_ROLES:
-        for declaration in metric_declarations(headline=role):
-            values = {arm: m for arm in arms if (m := read_metric(by_arm[arm], declaration.key))}
-            effects = {c: r for c in paired if (r := paired[c].get(declaration.key))}
-            if not values and not effects:
-                continue
-            rows.append({
-                "metric": declaration.key, "role": role.value, "better": declaration.better.value,
-                "ideal": declaration.ideal, "primary": declaration.primary,
-                "arms": {arm: {"value": m.value, "ci95": list(m.ci95) if m.ci95 else None, "n": m.n}
-                         for arm, m in values.items()},
-                "paired": {c: {"diff": r.diff, "diff_ci95": list(r.diff_ci95) if r.diff_ci95 else None, "test": r.test,
-                               "p": r.p, "p_holm": r.p_holm, "n": r.n} for c, r in effects.items()},
-            })
+    rows = [{
+        "metric": row.declaration.key, "role": row.role.value, "better": row.declaration.better.value,
+        "ideal": row.declaration.ideal, "primary": row.declaration.primary,
+        "arms": {arm: {"value": m.value, "ci95": list(m.ci95) if m.ci95 else None, "n": m.n}
+                 for arm, m in row.arms.items()},
+        "paired": {c: {"diff": r.diff, "diff_ci95": list(r.diff_ci95) if r.diff_ci95 else None, "test": r.test,
+                       "p": r.p, "p_holm": r.p_holm, "n": r.n} for c, r in row.paired.items()},
+    } for row in headline_rows(report)]
     return {
         "primary_metric": PRIMARY_METRIC,
         "primary_comparison": primary_comparison(report),
