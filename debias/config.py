@@ -42,6 +42,11 @@ def _positive_int(setting: str, value: Any) -> None:
         raise UserError(f"{setting}={value!r}: must be a positive integer")
 
 
+def _non_negative_int(setting: str, value: Any, meaning: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{setting}={value!r}: must be an integer >= 0" + (f" ({meaning})" if meaning else ""))
+
+
 def _one_of(setting: str, value: Any, allowed) -> None:
     if value not in allowed:
         raise UserError(f"{setting}={value!r}: not one of {', '.join(map(str, allowed))}")
@@ -165,8 +170,7 @@ class DemoConfig:
     cache_dir: Optional[str] = None           # ${cache_dir}
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"data.demo.seed={self.seed!r}: must be an integer >= 0")
+        _non_negative_int("data.demo.seed", self.seed)
         _positive_int("data.demo.heldout_rows", self.heldout_rows)
         _positive_int("data.demo.tokenizer.vocab_size", self.tokenizer.vocab_size)
         _positive_int("data.demo.tokenizer.train_documents", self.tokenizer.train_documents)
@@ -254,9 +258,8 @@ class InterventionConfig:
         if self.workers is not None:
             _positive_int("intervention.workers", self.workers)
         _positive_int("intervention.block_rows", self.block_rows)
-        if isinstance(self.check_words, bool) or not isinstance(self.check_words, int) or self.check_words < 0:
-            raise UserError(f"intervention.check_words={self.check_words!r}: must be an integer >= 0 "
-                            f"(changed words the independent check judges; 0 = no check)")
+        _non_negative_int("intervention.check_words", self.check_words,
+                          "changed words the independent check judges; 0 = no check")
         _one_of("intervention.check_tagger", self.check_tagger, TAGGER_CHOICES)
 
 
@@ -366,8 +369,7 @@ class EvalConfig:
             _one_of("eval.gelu", self.gelu, ("tanh", "exact"))
         _positive_int("eval.batch_size", self.batch_size)
         _positive_int("eval.bootstrap_samples", self.bootstrap_samples)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"eval.seed={self.seed!r}: must be a non-negative integer")
+        _non_negative_int("eval.seed", self.seed)
 
 
 # ---- the run ------------------------------------------------------------------------------------
