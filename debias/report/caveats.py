@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from debias.report.reading import arm_names, format_number, format_p, interval
+from debias.report.reading import arm_names, format_number, format_p, interval, p_floor
 
 PYTHIA_PRECISION = "fp16 with dynamic loss scaling"   # docs/facts.md, "The training recipe"
 PYTHIA_GELU = "tanh"                                 # docs/facts.md, "Model architecture"
@@ -189,7 +189,6 @@ def _intervals(report: Mapping[str, Any], training: Mapping[str, Mapping]) -> di
             + ", so run-to-run training variance (seed, data order) is not in them and a difference between arms "
               "may partly be a difference between two runs.")
     if resamples is not None:
-        floor = 2 / (int(resamples) + 1)
-        text += f" Bootstrap: {resamples} resamples (seed {seed}); a bootstrap p is at most {format_p(floor)} at its floor."
+        text += f" Bootstrap: {resamples} resamples (seed {seed}); a bootstrap p is at most {format_p(p_floor(resamples))} at its floor."
     return _caveat("one run per arm", text, bootstrap_samples=resamples, bootstrap_seed=seed,
                    training_runs_per_arm=1 if training else None)

@@ -23,8 +23,8 @@ from debias.evaluate import PRIMARY_METRIC, metric_declarations
 from debias.io import atomic_output, sha256_json, write_text_atomic
 from debias.report import plots
 from debias.report.reading import (ARM_ORDER, HEADLINE_ROLES, HOLM_NOTE, P_NOTE, Metric, PairedResult, arm_names,
-                                   breakdown_metrics, comparison_label, declared_metrics, format_p, p_note, paired_results,
-                                   primary_comparison, split_comparison)
+                                   breakdown_metrics, comparison_label, declared_metrics, format_p, p_note,
+                                   primary_comparison, report_paired_results, split_comparison)
 from debias.report.run_report import html_image, html_page
 from debias.report.tables import html_table, markdown_table
 
@@ -118,6 +118,7 @@ def arms_of(run_dir: Path, report: Mapping[str, Any]) -> list[tuple[str, Arm]]:
     names = arm_names(report)
     primary = primary_comparison(report)
     out = []
+    paired = report_paired_results(report)
     for name in names:
         arm = report["arms"][name]
         sections = arm.get("metrics", {})
@@ -126,10 +127,8 @@ def arms_of(run_dir: Path, report: Mapping[str, Any]) -> list[tuple[str, Arm]]:
             direction = name
         entry = Arm(name=name, direction=direction, ratio=run.get("ratio"), start_step=run.get("start_step"),
                     run_dir=run_dir, metrics={**declared_metrics(sections), **breakdown_metrics(sections)})
-        for comparison, section in (report.get("comparisons") or {}).items():
-            results = paired_results(comparison, section)
-            if results and split_comparison(comparison, names)[0] == name:
-                entry.comparisons[comparison] = {r.key: r for r in results}
+        entry.comparisons.update({comparison: results for comparison, results in paired.items()
+                                  if results and split_comparison(comparison, names)[0] == name})
         entry.primary_comparison = primary if primary in entry.comparisons else None
         key = arm.get("key") or sha256_json([str(run_dir), name])
         out.append((f"{name}:{key}", entry))

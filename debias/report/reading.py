@@ -33,11 +33,16 @@ P_NOTE = ("p (bootstrap) is two-sided with a floor of 2/(resamples+1) (eval.boot
           "read it as 'at most'; p (McNemar) is exact.")
 
 
+def p_floor(resamples: int) -> float:
+    """The smallest two-sided bootstrap p of `resamples` resamples (debias.evaluate.stats)."""
+    return 2 / (int(resamples) + 1)
+
+
 def p_note(resamples: Any = None, whose: str = "this run's") -> str:
     """P_NOTE with the run's own floor when its number of resamples is known."""
     if not is_number(resamples) or resamples <= 0:
         return P_NOTE
-    floor = 2 / (int(resamples) + 1)
+    floor = p_floor(resamples)
     return (f"p (bootstrap) is two-sided with a floor of 2/(resamples+1) = {format_p(floor)} at {whose} "
             f"{int(resamples)} resamples: read it as 'at most' (a p_holm built on it is at most the floor times the "
             "family's size; more eval.bootstrap_samples resolve smaller p). p (McNemar) is exact.")
