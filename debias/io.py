@@ -66,17 +66,23 @@ def check_writable(folder: str | os.PathLike, label: str | None = None) -> None:
     if not existing.is_dir():
         where = "" if existing == folder else f"{existing} "
         raise UserError(f"{label}: {where}is a file, not a folder; choose another output path")
+    _try_writing_in(existing, label)
+
+
+def _try_writing_in(folder: Path, label: str) -> None:
+    """Create and drop a file in `folder` (os.access answers yes to root where the write then fails)."""
+    from debias.errors import UserError
+
     try:
-        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise UserError(f"{label}: cannot write in {existing} ({err.strerror or err}); choose a writable folder") from None
+        raise UserError(f"{label}: cannot write in {folder} ({err.strerror or err}); choose a writable folder") from None
 
 
 def check_writable_file(path: str | os.PathLike, label: str) -> None:
     """A one-line UserError, starting with `label` (e.g. "--out report.json"), unless a file can be
-    written at `path`: not a folder, in a folder that exists and takes new files. A real file is
-    tried, since os.access answers yes to root where the write then fails. Creates nothing."""
+    written at `path`: not a folder, in a folder that exists and takes new files. Creates nothing."""
     from debias.errors import UserError
 
     target = Path(path)
@@ -85,11 +91,7 @@ def check_writable_file(path: str | os.PathLike, label: str) -> None:
     folder = target.absolute().parent
     if not folder.is_dir():
         raise UserError(f"{label}: folder {folder} does not exist; create it first")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".check"):
-            pass
-    except OSError as err:
-        raise UserError(f"{label}: cannot write in {folder} ({err.strerror or err}); choose a writable folder") from None
+    _try_writing_in(folder, label)
 
 
 def jsonl_strings(lines: Iterable[str], path: str | os.PathLike, field: str, fix: str) -> Iterator[tuple[int, str]]:

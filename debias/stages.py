@@ -242,7 +242,7 @@ def optimizer_state_identity(config: RunConfig, window: Window) -> Optional[dict
         return None
     from debias.train.optim import check_step, optimizer_state_step
 
-    setting = f"trainer.optimizer_state={trainer.optimizer_state}"  # the torch engine's (TrainerConfig.validate)
+    setting = f"trainer.optimizer_state={trainer.optimizer_state}"  # engine=torch: TrainerConfig.validate refuses deepspeed
     form, step = optimizer_state_step(trainer.optimizer_state)
     check_step(setting, step, window.start_step)
     return {"form": form, "step": step, "files": sha256_json(file_records(Path(trainer.optimizer_state), whole=False))}

@@ -16,14 +16,8 @@ import numpy as np
 from debias.errors import UserError
 from debias.evaluate import stats
 from debias.evaluate.datafiles import checksum, read_text
-from debias.evaluate.declarations import (
-    BenchmarkDeclaration,
-    Better,
-    HeadlineRole,
-    MetricDeclaration,
-    PairedTest,
-    Statistic,
-)
+from debias.evaluate.declarations import (Better, BenchmarkDeclaration, HeadlineRole, MetricDeclaration,
+                                          PairedTest, Statistic)
 from debias.evaluate.scorer import Scorer
 from debias.io import jsonl_strings
 

@@ -108,7 +108,7 @@ def _train(job, trainer_cfg, run_dir, on_batch) -> dict:
 
     optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optimizer), fused=device.type == "cuda")  # one fused kernel per step on GPU
     optimizer_state = {"treatment": "warmup" if cfg.optimizer_state == "warmup" else "fresh"}
-    if cfg.imports_optimizer_state and resume is None:  # the torch engine's (TrainerConfig.validate)
+    if cfg.imports_optimizer_state and resume is None:  # engine=torch: TrainerConfig.validate refuses deepspeed
         optimizer_state = import_optimizer_state(optimizer, model, cfg.optimizer_state, job.start_step)
     compile_status = compile_blocks(model, cfg, device)
     if cfg.engine == "deepspeed":
